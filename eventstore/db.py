@@ -1,0 +1,101 @@
+"""Opening the SQLite store, its pragmas, and the one place SQLite errors are translated."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from eventstore.errors import ConfigurationError, StoreCorrupt, StoreError, StoreUnavailable
+from eventstore.schema import APPLICATION_ID, log_migrations
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def translate(error: sqlite3.Error, path: Path | str = "the store") -> StoreError:
+    """Our error for a ``sqlite3`` error: locked, full, read-only and I/O errors are
+    :class:`StoreUnavailable` (retry later), a damaged file is :class:`StoreCorrupt`."""
+    name = getattr(error, "sqlite_errorname", "") or ""
+    text = str(error)
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+        return StoreUnavailable(f"{path} is locked by another writer ({text})")
+    if name.startswith("SQLITE_FULL") or "full" in text:
+        return StoreUnavailable(f"{path}: disk full ({text})")
+    if name.startswith("SQLITE_READONLY") or "readonly" in text:
+        return StoreUnavailable(f"{path} is read-only ({text})")
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "not a database" in text:
+        return StoreCorrupt(f"{path} is not a readable SQLite database ({text})")
+    if name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN")):
+        return StoreUnavailable(f"{path}: I/O error ({text})")
+    return StoreError(f"{path}: {text}")
+
+
+def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit) with our pragmas."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        return conn
+    except sqlite3.Error as error:
+        raise translate(error, path) from error
+
+
+def _check_application(conn: sqlite3.Connection, path: Path) -> None:
+    (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+    (tables,) = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    if app_id == APPLICATION_ID:
+        return
+    if app_id == 0 and tables == 0:
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        return
+    raise StoreCorrupt(f"{path} is a SQLite database but not a clerk-audit store")
+
+
+def open_store(
+    path: Path, *, create: bool = False, synchronous: str = "FULL"
+) -> sqlite3.Connection:
+    """Open (and with ``create``, create) the store at ``path``, in WAL mode, migrated.
+
+    :raises ConfigurationError: the file or its folder does not exist (and may not be created).
+    :raises StoreCorrupt: the file is not a clerk-audit SQLite database.
+    :raises StoreUnavailable: it cannot be opened or written now.
+    """
+    if not path.parent.is_dir():
+        raise ConfigurationError(f"database folder {path.parent} does not exist")
+    if not create and not path.exists():
+        raise ConfigurationError(f"no store at {path} (start the server once to create it)")
+    conn = connect(path, synchronous=synchronous)
+    try:
+        _check_application(conn, path)
+        conn.execute("PRAGMA journal_mode = WAL")
+        log_migrations.apply(Database(conn))
+    except sqlite3.Error as error:
+        conn.close()
+        raise translate(error, path) from error
+    except StoreError:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection, path: Path | str = "the store") -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back whole on any error, and SQLite errors
+    are raised as our own (see :func:`translate`)."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as error:
+        raise translate(error, path) from error
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException as error:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if isinstance(error, sqlite3.Error):
+            raise translate(error, path) from error
+        raise

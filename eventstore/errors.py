@@ -1,0 +1,71 @@
+"""The one exception hierarchy of clerk-audit.
+
+Every error the store raises on purpose is one of these. The HTTP layer translates them to
+status codes in one place (``eventstore.app``); the CLI prints ``str(error)`` on one line.
+
+* AuditStoreError
+  + ConfigurationError       a setting is missing or malformed (bad secret, bad path)
+  + DeliveryRejected         a request to the ingest route is refused (4xx, nothing stored)
+    - VerificationFailed     missing headers, bad signature, timestamp outside ±5 min (400)
+    - BodyTooLarge           the body exceeds the configured limit (413)
+  + EventConflict            a stored ``event_id`` arrived again with a different body (409)
+  + StoreError               the SQLite store cannot do what was asked
+    - StoreUnavailable       it cannot commit now: locked too long, disk full, read-only (503)
+    - StoreCorrupt           the file is not a readable clerk-audit database
+"""
+
+from __future__ import annotations
+
+
+class AuditStoreError(Exception):
+    """Base class: every deliberate clerk-audit error."""
+
+    status: int = 500
+    outcome: str = "unavailable"
+
+
+class ConfigurationError(AuditStoreError):
+    """A setting is missing or malformed; raised at start-up, before serving."""
+
+
+class DeliveryRejected(AuditStoreError):
+    """The ingest route refuses a request; a ``deliveries`` row records why."""
+
+    status = 400
+    outcome = "rejected"
+
+
+class VerificationFailed(DeliveryRejected):
+    """Svix verification failed: the message says which check."""
+
+
+class BodyTooLarge(DeliveryRejected):
+    """The request body is larger than ``CLERK_AUDIT_MAX_BODY_BYTES``."""
+
+    status = 413
+    outcome = "too_large"
+
+
+class EventConflict(AuditStoreError):
+    """The ``event_id`` is already stored with a different body; the stored one stays."""
+
+    status = 409
+    outcome = "conflict"
+
+
+class StoreError(AuditStoreError):
+    """The SQLite store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot commit now (locked, full, read-only); the sender should retry."""
+
+    status = 503
+    outcome = "unavailable"
+
+
+class StoreCorrupt(StoreError):
+    """The database file is not a readable clerk-audit store."""
+
+    status = 503
+    outcome = "unavailable"

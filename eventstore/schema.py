@@ -1,0 +1,94 @@
+"""The log's schema: ``events`` and ``deliveries``, created and migrated by the program itself.
+
+Invariants live here, not only in Python: ``event_id`` is UNIQUE, triggers refuse any UPDATE or
+DELETE of either table and any INSERT that would replace an existing event (``INSERT OR
+REPLACE`` deletes without firing DELETE triggers), and CHECK constraints pin the vocabularies.
+Projection tables are not here: they are derived and rebuilt (``projections``).
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+APPLICATION_ID = 0x434C4B41
+"""``PRAGMA application_id`` of a clerk-audit store ("CLKA")."""
+
+OUTCOMES = (
+    "stored",
+    "duplicate",
+    "conflict",
+    "quarantined",
+    "rejected",
+    "too_large",
+    "unavailable",
+)
+
+log_migrations = Migrations("clerk-audit-log")
+
+
+def _append_only(table: str) -> list[str]:
+    return [
+        f"""CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
+        BEGIN SELECT RAISE(ABORT, '{table} is append-only: UPDATE refused'); END""",
+        f"""CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
+        BEGIN SELECT RAISE(ABORT, '{table} is append-only: DELETE refused'); END""",
+    ]
+
+
+EVENTS = """
+CREATE TABLE events (
+    position INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    event_type TEXT,
+    object_type TEXT,
+    object_id TEXT,
+    instance_id TEXT,
+    occurred_at TEXT,
+    received_at TEXT NOT NULL,
+    svix_timestamp INTEGER NOT NULL,
+    body BLOB NOT NULL CHECK (typeof(body) = 'blob'),
+    body_sha256 TEXT NOT NULL CHECK (length(body_sha256) = 64),
+    status TEXT NOT NULL CHECK (status IN ('ok', 'quarantined')),
+    quarantine_reason TEXT,
+    CHECK ((status = 'quarantined') = (quarantine_reason IS NOT NULL)),
+    CHECK (status = 'quarantined' OR event_type IS NOT NULL)
+)"""
+
+EVENTS_NO_REPLACE = """
+CREATE TRIGGER events_no_replace BEFORE INSERT ON events
+WHEN EXISTS (SELECT 1 FROM events WHERE event_id = NEW.event_id OR position = NEW.position)
+BEGIN SELECT RAISE(ABORT, 'events is append-only: event_id or position already stored'); END"""
+
+DELIVERIES = f"""
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY,
+    event_id TEXT,
+    received_at TEXT NOT NULL,
+    svix_timestamp INTEGER,
+    outcome TEXT NOT NULL CHECK (outcome IN {OUTCOMES!r}),
+    reason TEXT,
+    remote_addr TEXT,
+    user_agent TEXT,
+    body_sha256 TEXT
+)"""
+
+DELIVERIES_NO_REPLACE = """
+CREATE TRIGGER deliveries_no_replace BEFORE INSERT ON deliveries
+WHEN EXISTS (SELECT 1 FROM deliveries WHERE id = NEW.id)
+BEGIN SELECT RAISE(ABORT, 'deliveries is append-only: id already stored'); END"""
+
+INDEXES = [
+    "CREATE INDEX events_object ON events (object_type, object_id)",
+    "CREATE INDEX events_event_type ON events (event_type)",
+    "CREATE INDEX events_occurred_at ON events (occurred_at)",
+    "CREATE INDEX deliveries_event_id ON deliveries (event_id)",
+    "CREATE INDEX deliveries_outcome ON deliveries (outcome, received_at)",
+]
+
+
+@log_migrations()
+def m001_events_and_deliveries(db: Database) -> None:
+    statements = [EVENTS, EVENTS_NO_REPLACE, DELIVERIES, DELIVERIES_NO_REPLACE, *INDEXES]
+    for statement in [*statements, *_append_only("events"), *_append_only("deliveries")]:
+        db.execute(statement)

@@ -1,0 +1,1 @@
+"""Replayable projections of the clerk-audit log (built under issue 3)."""

@@ -1,0 +1,105 @@
+"""The events log: append-only by schema, idempotent on event_id, byte-exact bodies."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from eventstore.db import open_store, transaction
+from eventstore.errors import ConfigurationError, EventConflict, StoreCorrupt
+from eventstore.log import append, event_record, read_events
+from eventstore.samples import sample_body
+
+RECEIVED = "2026-08-04T12:00:00.000Z"
+
+
+def _record(event_id: str, body: bytes):
+    return event_record(event_id=event_id, svix_timestamp=1, received_at=RECEIVED, body=body)
+
+
+def test_append_is_idempotent_and_keeps_the_body_byte_exact(store: sqlite3.Connection) -> None:
+    body = sample_body("user.created")
+    with transaction(store):
+        first = append(store, _record("msg_1", body))
+        again = append(store, _record("msg_1", body))
+    assert first == ("stored", 1)
+    assert again == ("duplicate", 1)
+    (stored,) = store.execute("SELECT body FROM events").fetchone()
+    assert stored == body
+
+
+def test_a_different_body_under_a_stored_event_id_is_a_conflict(store: sqlite3.Connection) -> None:
+    with transaction(store):
+        append(store, _record("msg_1", sample_body("user.created")))
+    with pytest.raises(EventConflict), transaction(store):
+        append(store, _record("msg_1", sample_body("user.updated")))
+    assert store.execute("SELECT count(*) FROM events").fetchone() == (1,)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET event_type = 'x'",
+        "DELETE FROM events",
+        "INSERT OR REPLACE INTO events SELECT * FROM events",
+        "UPDATE deliveries SET outcome = 'stored'",
+        "DELETE FROM deliveries",
+    ],
+)
+def test_plain_sqlite3_cannot_change_the_log(db_path: Path, statement: str) -> None:
+    conn = open_store(db_path, create=True)
+    with transaction(conn):
+        append(conn, _record("msg_1", sample_body("user.created")))
+        conn.execute(
+            "INSERT INTO deliveries (received_at, outcome) VALUES (?, 'stored')", (RECEIVED,)
+        )
+    conn.close()
+    plain = sqlite3.connect(db_path)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        plain.execute(statement)
+    plain.rollback()
+    assert plain.execute("SELECT event_type FROM events").fetchall() == [("user.created",)]
+    plain.close()
+
+
+def test_a_body_that_is_not_an_event_is_recorded_as_quarantined(store: sqlite3.Connection) -> None:
+    with transaction(store):
+        append(store, _record("msg_q", b"not json at all"))
+        append(store, _record("msg_l", b"[1, 2]"))
+    rows = store.execute("SELECT status, quarantine_reason FROM events").fetchall()
+    assert [status for status, _ in rows] == ["quarantined", "quarantined"]
+    assert "not valid JSON" in rows[0][1] and "not an object" in rows[1][1]
+
+
+def test_read_events_streams_in_position_order(store: sqlite3.Connection) -> None:
+    with transaction(store):
+        for n in range(25):
+            append(store, _record(f"msg_{n:02d}", sample_body("session.created")))
+    events = list(read_events(store, after=3, batch=7))
+    assert [e.position for e in events] == list(range(4, 26))
+    assert events[0].record.envelope is not None
+    assert events[0].record.envelope.object_type == "session"
+
+
+def test_a_file_that_is_not_a_database_is_refused_clearly(db_path: Path) -> None:
+    db_path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreCorrupt, match="not a readable SQLite database"):
+        open_store(db_path)
+    assert db_path.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_a_foreign_database_is_refused(db_path: Path) -> None:
+    other = sqlite3.connect(db_path)
+    other.execute("CREATE TABLE t (x)")
+    other.commit()
+    other.close()
+    with pytest.raises(StoreCorrupt, match="not a clerk-audit store"):
+        open_store(db_path)
+
+
+def test_a_missing_store_is_not_created_unless_asked(db_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="no store at"):
+        open_store(db_path)
+    assert not db_path.exists()

@@ -14,15 +14,16 @@ from typing import Annotated, Any
 import orjson
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
+    StrictFloat,
+    StrictInt,
     StrictStr,
     ValidationError,
     ValidatorFunctionWrapHandler,
     WrapValidator,
 )
 
-from eventstore.timefmt import normalise_ms
+from eventstore.timefmt import occurred_ms
 
 
 class NotAnEvent(ValueError):
@@ -40,8 +41,16 @@ Lenient = WrapValidator(_absent_if_invalid)
 """Annotate a field with this to read a value of the wrong type as None."""
 
 OptStr = Annotated[StrictStr | None, Lenient]
-TimestampMs = Annotated[int | None, BeforeValidator(normalise_ms)]
+RawNumber = Annotated[StrictInt | StrictFloat | None, Lenient]
+"""A JSON number kept as sent (timestamps are normalised where they are used)."""
 JsonObject = Annotated[dict[str, Any] | None, Lenient]
+
+
+def split_type(event_type: str) -> tuple[str | None, str | None]:
+    """``("organizationMembership", "created")`` for ``organizationMembership.created``; a part
+    that is missing or empty is None."""
+    resource, dot, action = event_type.partition(".")
+    return (resource or None, action or None) if dot else (None, None)
 
 
 class ClerkModel(BaseModel):
@@ -64,7 +73,7 @@ class Envelope(ClerkModel):
 
     type: StrictStr
     object: OptStr = None
-    timestamp: TimestampMs = None
+    timestamp: RawNumber = None
     instance_id: OptStr = None
     data: JsonObject = None
     event_attributes: Annotated[EventAttributes | None, Lenient] = None
@@ -72,14 +81,12 @@ class Envelope(ClerkModel):
     @property
     def object_type(self) -> str | None:
         """The resource in ``type``: ``organizationMembership`` in ``...Membership.created``."""
-        resource, dot, _ = self.type.partition(".")
-        return resource if dot and resource else None
+        return split_type(self.type)[0]
 
     @property
     def action(self) -> str | None:
         """The action in ``type`` (``created``, ``pastDue``, ...)."""
-        _, dot, action = self.type.partition(".")
-        return action if dot and action else None
+        return split_type(self.type)[1]
 
     @property
     def object_id(self) -> str | None:
@@ -87,18 +94,11 @@ class Envelope(ClerkModel):
         value = self.data.get("id") if self.data else None
         return value if isinstance(value, str) else None
 
-    def data_ms(self, field: str) -> int | None:
-        """A timestamp field of ``data`` as integer ms, or None."""
-        return normalise_ms(self.data.get(field)) if self.data else None
-
     @property
     def occurred_ms(self) -> int | None:
         """The event's time (CONTRACT §6): envelope ``timestamp``, else ``data.updated_at``,
         else ``data.created_at``."""
-        for value in (self.timestamp, self.data_ms("updated_at"), self.data_ms("created_at")):
-            if value is not None:
-                return value
-        return None
+        return occurred_ms(self.timestamp, self.data)
 
     @property
     def client_ip(self) -> str | None:

@@ -12,6 +12,7 @@ status codes in one place (``eventstore.app``); the CLI prints ``str(error)`` on
   + StoreError               the SQLite store cannot do what was asked
     - StoreUnavailable       it cannot commit now: locked too long, disk full, read-only (503)
     - StoreCorrupt           the file is not a readable clerk-audit database
+  + SendFailed               ``clerk-audit send`` could not deliver an event
 """
 
 from __future__ import annotations
@@ -69,3 +70,7 @@ class StoreCorrupt(StoreError):
 
     status = 503
     outcome = "unavailable"
+
+
+class SendFailed(AuditStoreError):
+    """``clerk-audit send`` could not reach the server, or a delivery was refused."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 SECONDS_CUTOFF = 100_000_000_000
@@ -17,6 +18,19 @@ def normalise_ms(value: object) -> int | None:
         return None
     ms = int(value)
     return ms * 1000 if ms < SECONDS_CUTOFF else ms
+
+
+def occurred_ms(timestamp: object, data: Mapping[str, object] | None) -> int | None:
+    """An event's time (CONTRACT §6): the envelope ``timestamp``, else ``data.updated_at``, else
+    ``data.created_at``; None when none is a usable timestamp."""
+    candidates = (
+        (timestamp, data.get("updated_at"), data.get("created_at")) if data else (timestamp,)
+    )
+    for value in candidates:
+        ms = normalise_ms(value)
+        if ms is not None:
+            return ms
+    return None
 
 
 def iso_ms(ms: int) -> str:

@@ -1,11 +1,56 @@
-"""`clerk-audit serve` (placeholder until its issue lands)."""
+"""``clerk-audit serve``: the ingest server under uvicorn."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import click
+import uvicorn
+
+from eventstore.app import create_app
+from eventstore.cli.options import db_option
+from eventstore.db import open_store
+from eventstore.settings import load_settings
+from projections import ensure_current, project
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _say(message: str) -> None:
+    click.echo(f"clerk-audit: {message}", err=True)
 
 
 @click.command("serve")
-def command() -> None:
-    """Not built yet."""
-    raise click.ClickException("serve is not built yet")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@db_option
+@click.option(
+    "--secret",
+    help="Signing secret(s), overriding CLERK_WEBHOOK_SIGNING_SECRET (for tests; a flag "
+    "shows in the process list, so prefer the environment variable).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="debug also logs every accepted delivery.",
+)
+def command(host: str, port: int, db_path: Path, secret: str | None, log_level: str) -> None:
+    """Run the ingest server: POST /webhooks/clerk and GET /healthz.
+
+    The store is created if it does not exist (its folder must). With no signing secret, a
+    development secret is created once beside the store.
+
+    \b
+    Example:
+        CLERK_WEBHOOK_SIGNING_SECRET='whsec_...' clerk-audit serve --port 8000
+    """
+    open_store(db_path, create=True).close()
+    ensure_current(db_path, announce=_say)
+    settings = load_settings(db_path, secret=secret, announce=_say)
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+    app = create_app(settings, project=project)
+    _say(f"store {db_path}; listening on http://{host}:{port}/webhooks/clerk")
+    uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level, access_log=False)

@@ -1,0 +1,172 @@
+"""The HTTP application: ``POST /webhooks/clerk`` and ``GET /healthz`` (CONTRACT §3).
+
+This is the one place where our errors become HTTP answers (:func:`error_response`). Every
+request to the ingest route leaves exactly one ``deliveries`` row, whatever its outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from eventstore.errors import AuditStoreError, BodyTooLarge, DeliveryRejected, StoreError
+from eventstore.log import event_record, sha256_hex
+from eventstore.records import DeliveryRecord
+from eventstore.settings import Settings
+from eventstore.timefmt import now_iso
+from eventstore.verify import Verifier, claimed_event_id
+from eventstore.writer import AppendJob, DeliveryJob, GroupCommitWriter, PositionJob, Projector
+
+log = logging.getLogger("clerk_audit.ingest")
+
+RETRY_AFTER_SECONDS = "5"
+
+
+def error_response(error: AuditStoreError) -> JSONResponse:
+    """The HTTP answer for one of our errors (the one place they are translated)."""
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if error.status == 503 else None
+    return JSONResponse({"error": str(error)}, status_code=error.status, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused as soon as it is known to exceed ``limit`` bytes (never held
+    whole in memory when it is too large)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"body of {declared} bytes is larger than the limit of {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"body is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """What is known of a request before its body is checked."""
+
+    received_at: str
+    event_id: str | None
+    remote_addr: str | None
+    user_agent: str | None
+
+    @classmethod
+    def of(cls, request: Request) -> Arrival:
+        client = request.client.host if request.client else None
+        return cls(
+            now_iso(),
+            claimed_event_id(request.headers),
+            client,
+            request.headers.get("user-agent"),
+        )
+
+    def delivery(self, **fields: object) -> DeliveryRecord:
+        return DeliveryRecord(
+            received_at=self.received_at,
+            event_id=self.event_id,
+            remote_addr=self.remote_addr,
+            user_agent=self.user_agent,
+            **fields,  # type: ignore[arg-type]
+        )
+
+
+class Ingest:
+    """The ingest route: read, verify, append, answer."""
+
+    def __init__(self, settings: Settings, writer: GroupCommitWriter) -> None:
+        self._limit = settings.max_body_bytes
+        self._verifier = Verifier(settings.secrets)
+        self._writer = writer
+
+    async def __call__(self, request: Request) -> Response:
+        arrival = Arrival.of(request)
+        body: bytes | None = None
+        try:
+            body = await read_body(request, self._limit)
+            signed = self._verifier.verify(body, request.headers)
+        except DeliveryRejected as error:
+            return await self._reject(arrival, body, error)
+        record = event_record(
+            event_id=signed.event_id,
+            svix_timestamp=signed.timestamp,
+            received_at=arrival.received_at,
+            body=body,
+        )
+        delivery = arrival.delivery(
+            outcome="stored", svix_timestamp=signed.timestamp, body_sha256=record.body_sha256
+        )
+        try:
+            appended = await self._writer.submit(AppendJob(record, delivery))
+        except AuditStoreError as error:
+            log.warning("delivery %s event_id=%s: %s", error.outcome, signed.event_id, error)
+            return error_response(error)
+        log.debug("delivery %s event_id=%s", appended.outcome, signed.event_id)
+        return JSONResponse(
+            {"status": appended.outcome, "event_id": signed.event_id, "position": appended.position}
+        )
+
+    async def _reject(
+        self, arrival: Arrival, body: bytes | None, error: DeliveryRejected
+    ) -> Response:
+        digest = sha256_hex(body) if body is not None else None
+        delivery = arrival.delivery(outcome=error.outcome, reason=str(error), body_sha256=digest)
+        log.warning("delivery %s event_id=%s: %s", error.outcome, arrival.event_id, error)
+        try:
+            await self._writer.submit(DeliveryJob(delivery))
+        except StoreError as store_error:
+            log.error("could not record a %s delivery: %s", error.outcome, store_error)
+        return error_response(error)
+
+
+class Service:
+    """The running server: its writer exists between the lifespan's start and end."""
+
+    def __init__(self, settings: Settings, project: Projector | None) -> None:
+        self._settings = settings
+        self._project = project
+        self._writer: GroupCommitWriter | None = None
+        self._ingest: Ingest | None = None
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self._writer = GroupCommitWriter(self._settings.db_path, project=self._project)
+        self._ingest = Ingest(self._settings, self._writer)
+        try:
+            yield
+        finally:
+            self._writer.close()
+
+    async def ingest(self, request: Request) -> Response:
+        assert self._ingest is not None, "the app's lifespan has not started"
+        return await self._ingest(request)
+
+    async def healthz(self, request: Request) -> Response:
+        assert self._writer is not None, "the app's lifespan has not started"
+        try:
+            position = await self._writer.submit(PositionJob())
+        except AuditStoreError as error:
+            return error_response(error)
+        return JSONResponse({"status": "ok", "position": position})
+
+
+def create_app(settings: Settings, *, project: Projector | None = None) -> Starlette:
+    """The ASGI app for ``settings``; the writer starts and stops with the app's lifespan.
+
+    :param project: applied to each newly stored event in its append transaction.
+    """
+    service = Service(settings, project)
+    routes = [
+        Route("/webhooks/clerk", service.ingest, methods=["POST"]),
+        Route("/healthz", service.healthz, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=service.lifespan)

@@ -1,0 +1,77 @@
+"""The server's settings (CONTRACT §2), read once at start-up and checked strictly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eventstore.errors import ConfigurationError
+from eventstore.signing_secrets import (
+    SigningSecret,
+    dev_secret_path,
+    ensure_dev_secret,
+    parse_secrets,
+    read_dev_secret,
+)
+
+SECRET_ENV = "CLERK_WEBHOOK_SIGNING_SECRET"
+MAX_BODY_ENV = "CLERK_AUDIT_MAX_BODY_BYTES"
+DEFAULT_MAX_BODY_BYTES = 1_048_576
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    db_path: Path
+    secrets: tuple[SigningSecret, ...] = field(repr=False)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    dev_secret: bool = False
+    """True when the secret is the development one (Clerk's deliveries will not match it)."""
+
+
+def max_body_bytes(env: Mapping[str, str]) -> int:
+    """``CLERK_AUDIT_MAX_BODY_BYTES`` as a positive integer (default 1 MiB)."""
+    text = env.get(MAX_BODY_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_BODY_BYTES
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigurationError(f"{MAX_BODY_ENV} must be a positive number of bytes")
+    return int(text)
+
+
+def resolve_secrets(
+    db_path: Path,
+    flag: str | None,
+    env: Mapping[str, str],
+    announce: Callable[[str], None] | None = None,
+) -> tuple[tuple[SigningSecret, ...], bool]:
+    """The secrets to verify with: ``--secret``, else the env var, else the development secret
+    kept beside the store (created once; ``announce`` is told). Returns (secrets, is_dev)."""
+    if flag is not None:
+        return parse_secrets(flag, "--secret"), False
+    if SECRET_ENV in env:
+        return parse_secrets(env[SECRET_ENV], SECRET_ENV), False
+    path = dev_secret_path(db_path)
+    created = ensure_dev_secret(path)
+    if announce is not None:
+        verb = "created" if created else "using"
+        announce(
+            f"{SECRET_ENV} is not set: {verb} the development secret in {path}; "
+            "Clerk's deliveries will not match it (see README, 'Point Clerk at it')"
+        )
+    return read_dev_secret(path), True
+
+
+def load_settings(
+    db_path: Path,
+    *,
+    secret: str | None = None,
+    env: Mapping[str, str] | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> Settings:
+    """Settings for ``serve`` from its flags and the environment."""
+    env = os.environ if env is None else env
+    limit = max_body_bytes(env)
+    secrets, is_dev = resolve_secrets(db_path, secret, env, announce)
+    return Settings(db_path, secrets, limit, is_dev)

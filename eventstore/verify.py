@@ -1,0 +1,123 @@
+"""Svix verification of one delivery, on the raw body bytes, against every configured secret.
+
+Headers are read by name (``svix-*`` first, ``webhook-*`` as the fallback, as svix does), each
+exactly once: a repeated header is refused rather than letting the last one win silently. The
+timestamp must be plain integer seconds (svix itself would accept ``"17e8"`` or ``"1.5"``, and the
+store keeps it as an integer). Every failure, including the ``ValueError`` that svix raises for a
+malformed ``svix-signature``, becomes :class:`VerificationFailed` with the check that failed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from starlette.datastructures import Headers
+from svix.webhooks import Webhook, WebhookVerificationError
+
+from eventstore.errors import VerificationFailed
+from eventstore.signing_secrets import SigningSecret
+
+_EVENT_ID = re.compile(r"[\x21-\x7e]{1,128}")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+
+@dataclass(frozen=True, slots=True)
+class SvixHeaders:
+    """The three signed headers of a delivery (values checked for shape, not yet verified)."""
+
+    event_id: str
+    timestamp: int
+    signature: str
+
+    def as_mapping(self) -> dict[str, str]:
+        return {
+            "svix-id": self.event_id,
+            "svix-timestamp": str(self.timestamp),
+            "svix-signature": self.signature,
+        }
+
+
+def _one(headers: Headers, name: str) -> str | None:
+    for prefix in ("svix-", "webhook-"):
+        values = headers.getlist(prefix + name)
+        if len(values) > 1:
+            raise VerificationFailed(f"{prefix}{name} header given more than once")
+        if values and values[0]:
+            return values[0]
+    return None
+
+
+def claimed_event_id(headers: Headers) -> str | None:
+    """The ``svix-id`` a request claims, if it is well-formed (for the deliveries record)."""
+    values = headers.getlist("svix-id") or headers.getlist("webhook-id")
+    if len(values) == 1 and _EVENT_ID.fullmatch(values[0]):
+        return values[0]
+    return None
+
+
+def svix_headers(headers: Headers) -> SvixHeaders:
+    """The signed headers of a request, checked for presence and shape.
+
+    :raises VerificationFailed: a header is missing, repeated or malformed.
+    """
+    event_id, timestamp, signature = (_one(headers, n) for n in ("id", "timestamp", "signature"))
+    missing = [name for name, v in (("id", event_id), ("timestamp", timestamp),
+                                    ("signature", signature)) if v is None]  # fmt: skip
+    if missing:
+        plural = "s" if len(missing) > 1 else ""
+        raise VerificationFailed(f"missing header{plural} svix-{', svix-'.join(missing)}")
+    assert event_id is not None and timestamp is not None and signature is not None
+    if not _EVENT_ID.fullmatch(event_id):
+        raise VerificationFailed("svix-id is not a printable message id of 1-128 characters")
+    if not _TIMESTAMP.fullmatch(timestamp):
+        raise VerificationFailed("svix-timestamp is not integer seconds")
+    return SvixHeaders(event_id, int(timestamp), signature)
+
+
+class Verifier:
+    """Checks deliveries against one or more secrets (several during a rotation)."""
+
+    def __init__(self, secrets: Sequence[SigningSecret]) -> None:
+        if not secrets:
+            raise ValueError("a Verifier needs at least one secret")
+        self._webhooks = [secret.webhook() for secret in secrets]
+
+    def verify(self, body: bytes, headers: Headers) -> SvixHeaders:
+        """The delivery's headers, once ``body`` is verified under one of the secrets.
+
+        :raises VerificationFailed: naming the check that failed.
+        """
+        signed = svix_headers(headers)
+        mapping = signed.as_mapping()
+        failure = "no matching signature found"
+        for webhook in self._webhooks:
+            try:
+                webhook.verify(body, mapping)
+                return signed
+            except WebhookVerificationError as error:
+                failure = _describe(str(error))
+            except UnicodeDecodeError:
+                raise VerificationFailed("body is not UTF-8, so it cannot be verified") from None
+            except ValueError:
+                raise VerificationFailed("svix-signature header is malformed") from None
+        raise VerificationFailed(failure)
+
+
+def _describe(message: str) -> str:
+    known = {
+        "Message timestamp too old": "svix-timestamp is more than 5 minutes old",
+        "Message timestamp too new": "svix-timestamp is more than 5 minutes in the future",
+        "Invalid Signature Headers": "svix-timestamp is not a valid time",
+        "No matching signature found": "no matching signature found",
+        "Missing required headers": "missing svix headers",
+    }
+    return known.get(message, message.lower())
+
+
+def sign(secret: SigningSecret, event_id: str, timestamp: int, body: bytes) -> str:
+    """The ``svix-signature`` value for ``body`` (used by ``clerk-audit send`` and the tests)."""
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
+    return Webhook(secret.text).sign(event_id, moment, body.decode("utf-8"))

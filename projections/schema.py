@@ -1,0 +1,152 @@
+"""The projection tables, their indexes and the views over them.
+
+Tables are generated from the entity specs, so the same DDL serves the live tables and the
+shadow tables a rebuild fills before it swaps them in (``projections.rebuild``). Their
+``REFERENCES`` clauses are declared for Datasette's links and labels; they are not enforced
+(``PRAGMA foreign_keys`` stays off), because Clerk events may name users or organizations whose
+own events we never received.
+
+The schema has a fingerprint (a hash of this DDL); when the code's fingerprint differs from the
+one a store was last built with, the projections are rebuilt from the log (``ensure``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from projections.entities import SPECS, EntitySpec
+
+TIMELINE = "audit_timeline"
+TIMELINE_COLUMNS = (
+    "position", "event_id", "occurred_at", "event_type", "object_type", "object_id", "user_id",
+    "organization_id", "actor_id", "client_ip", "user_agent", "summary",
+)  # fmt: skip
+META = "_projection_meta"
+"""Bookkeeping (schema fingerprint, rebuild generation): not a projection, not digested."""
+
+_REFERENCES = {
+    "user_id": "users",
+    "organization_id": "organizations",
+    "last_active_organization_id": "organizations",
+    "created_by": "users",
+    "inviter_id": "users",
+    "actor_id": "users",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    table: str
+    columns: tuple[str, ...]
+
+
+INDEXES = (
+    Index("users", ("external_id",)),
+    Index("organizations", ("slug",)),
+    Index("organization_memberships", ("organization_id", "user_id")),
+    Index("organization_memberships", ("user_id",)),
+    Index("organization_invitations", ("organization_id",)),
+    Index("organization_domains", ("organization_id",)),
+    Index("sessions", ("user_id",)),
+    Index("subscriptions", ("payer_id",)),
+    Index("subscription_items", ("subscription_id",)),
+    Index(TIMELINE, ("event_id",)),
+    Index(TIMELINE, ("occurred_at",)),
+    Index(TIMELINE, ("user_id", "occurred_at")),
+    Index(TIMELINE, ("organization_id", "occurred_at")),
+    Index(TIMELINE, ("object_id",)),
+    Index(TIMELINE, ("event_type",)),
+)
+
+
+def _column_ddl(name: str, sql_type: str, table: str) -> str:
+    target = _REFERENCES.get(name)
+    reference = f" REFERENCES {target}(id)" if target and target != table else ""
+    return f"{name} {sql_type}{reference}"
+
+
+def entity_table_ddl(spec: EntitySpec, name: str) -> str:
+    """``CREATE TABLE`` for ``spec`` under the name ``name`` (the live or a shadow name)."""
+    flattened = [_column_ddl(c.name, c.sql_type, spec.table) for c in spec.columns]
+    columns = [
+        "id TEXT PRIMARY KEY",
+        *flattened,
+        "created_at TEXT",
+        "updated_at TEXT",
+        "deleted INTEGER NOT NULL CHECK (deleted IN (0, 1))",
+        "deleted_at TEXT",
+        "data TEXT",
+        "event_id TEXT NOT NULL",
+        "version_ms INTEGER NOT NULL",
+        "version_rank INTEGER NOT NULL CHECK (version_rank IN (0, 1, 2))",
+        "CHECK (deleted = 1 OR data IS NOT NULL)",
+    ]
+    return f"CREATE TABLE {name} (\n    " + ",\n    ".join(columns) + "\n)"
+
+
+def timeline_ddl(name: str) -> str:
+    columns = [
+        "position INTEGER PRIMARY KEY",
+        "event_id TEXT NOT NULL",
+        *(_column_ddl(c, "TEXT", TIMELINE) for c in TIMELINE_COLUMNS[2:]),
+    ]
+    return f"CREATE TABLE {name} (\n    " + ",\n    ".join(columns) + "\n)"
+
+
+def table_ddl(table: str, name: str) -> str:
+    """``CREATE TABLE`` for the projection ``table`` under the name ``name``."""
+    if table == TIMELINE:
+        return timeline_ddl(name)
+    return entity_table_ddl(next(s for s in SPECS if s.table == table), name)
+
+
+def index_ddl(index: Index, table_name: str, generation: int) -> str:
+    """``CREATE INDEX`` named for the projection generation (a rebuild creates the next
+    generation's indexes beside the live ones, and SQLite cannot rename an index)."""
+    unique = "UNIQUE " if index.columns == ("event_id",) else ""
+    name = f"{index.table}_by_{'_'.join(index.columns)}_g{generation}"
+    return f"CREATE {unique}INDEX {name} ON {table_name} ({', '.join(index.columns)})"
+
+
+VIEWS = {
+    "current_memberships": """
+SELECT m.organization_id, m.user_id, m.id AS membership_id, m.role, m.role_name,
+       m.created_at, m.updated_at
+FROM organization_memberships AS m
+WHERE m.deleted = 0
+  AND NOT EXISTS (
+    SELECT 1 FROM organization_memberships AS later
+    WHERE later.organization_id = m.organization_id AND later.user_id = m.user_id
+      AND (later.created_at, later.id) > (m.created_at, m.id))
+  AND NOT EXISTS (SELECT 1 FROM organizations AS o WHERE o.id = m.organization_id AND o.deleted)
+  AND NOT EXISTS (SELECT 1 FROM users AS u WHERE u.id = m.user_id AND u.deleted)""",
+    "session_states": """
+SELECT id, user_id, status,
+       CASE WHEN status IN ('active', 'pending') AND expire_at <= now.at THEN 'expired'
+            WHEN status IN ('active', 'pending') AND abandon_at <= now.at THEN 'abandoned'
+            ELSE status END AS effective_status,
+       last_active_at, expire_at, abandon_at, now.at AS as_of, deleted
+FROM sessions, (SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AS at) AS now""",
+    "invitation_states": """
+SELECT id, organization_id, email_address, role, status,
+       CASE WHEN status = 'pending' AND expires_at <= now.at THEN 'expired'
+            ELSE status END AS effective_status,
+       expires_at, now.at AS as_of, deleted
+FROM organization_invitations, (SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AS at) AS now""",
+}
+
+
+def view_ddl(name: str) -> str:
+    return f"CREATE VIEW {name} AS{VIEWS[name]}"
+
+
+PROJECTION_TABLES: tuple[str, ...] = (*(spec.table for spec in SPECS), TIMELINE)
+
+
+def fingerprint() -> str:
+    """A hash of every table, index and view definition of this version of the code."""
+    parts = [table_ddl(t, t) for t in PROJECTION_TABLES]
+    parts += [index_ddl(i, i.table, 0) for i in INDEXES]
+    parts += [view_ddl(v) for v in VIEWS]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

@@ -1,0 +1,113 @@
+"""A real ``clerk-audit serve`` process on a free loopback port, for the tests.
+
+The server is started with ``--port 0``; uvicorn binds a free port and says which in its log,
+which this helper reads (no fixed ports, no sleeping). Everything the server logs is kept in
+:attr:`Server.log` so tests can check what it did and did not write.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.support.signing import signed_headers
+
+CLI = Path(sys.executable).with_name("clerk-audit")
+_RUNNING = re.compile(r"Uvicorn running on (http://\S+)")
+START_TIMEOUT = 30.0
+
+
+class Server:
+    """A running server: its URL, its store and its captured log."""
+
+    def __init__(self, process: subprocess.Popen[str], db_path: Path, secret: str) -> None:
+        self.process = process
+        self.db_path = db_path
+        self.secret = secret
+        self.lines: list[str] = []
+        self.url = ""
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    @property
+    def ingest_url(self) -> str:
+        return f"{self.url}/webhooks/clerk"
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+            match = _RUNNING.search(line)
+            if match:
+                self.url = match.group(1)
+                self._ready.set()
+        self._ready.set()
+
+    def wait_ready(self) -> None:
+        if not self._ready.wait(START_TIMEOUT) or not self.url:
+            self.stop()
+            raise RuntimeError(f"server did not start:\n{self.log}")
+
+    def post(
+        self,
+        event_id: str,
+        body: bytes,
+        *,
+        client: httpx.Client | None = None,
+        at: int | None = None,
+        secret: str | None = None,
+    ) -> httpx.Response:
+        """POST ``body`` signed with the server's secret (or ``secret``)."""
+        headers = signed_headers(secret or self.secret, event_id, body, at=at)
+        if client is not None:
+            return client.post(self.ingest_url, content=body, headers=headers)
+        return httpx.post(self.ingest_url, content=body, headers=headers, timeout=30)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop the server with ``sig`` and return its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=30)
+        self._reader.join(timeout=10)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        return code
+
+
+def serve_command(db_path: Path, *extra: str) -> list[str]:
+    return [str(CLI), "serve", "--host", "127.0.0.1", "--port", "0", "--db", str(db_path), *extra]
+
+
+@contextmanager
+def running_server(
+    db_path: Path, secret: str, *, env: Mapping[str, str] | None = None, extra: tuple[str, ...] = ()
+) -> Iterator[Server]:
+    """Start ``clerk-audit serve`` on ``db_path`` with ``secret`` (via the environment)."""
+    environment = {**os.environ, "CLERK_WEBHOOK_SIGNING_SECRET": secret, **(env or {})}
+    process = subprocess.Popen(
+        serve_command(db_path, *extra),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=environment,
+    )
+    server = Server(process, db_path, secret)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,134 @@
+"""``clerk-audit rebuild``: counts and digest, ``--check``, repair, and rebuilding while the
+server keeps ingesting."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from eventstore.samples import sample_body, sample_names
+from projections import rebuild
+from projections.schema import PROJECTION_TABLES
+from projections.tables import write_meta
+from tests.support.direct import append_all, digest, new_store
+from tests.support.history import envelope
+from tests.support.server import Server, running_server
+from tests.support.signing import new_event_id
+
+CLI = Path(sys.executable).with_name("clerk-audit")
+_DIGEST = re.compile(r"state digest ([0-9a-f]{64})")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=300)
+
+
+def _samples(db_path: Path) -> sqlite3.Connection:
+    conn = new_store(db_path)
+    append_all(conn, [(f"msg_{n}", sample_body(n)) for n in sample_names()])
+    return conn
+
+
+def _user_event(number: int) -> bytes:
+    data = {
+        "id": f"user_{number % 50:04d}",
+        "first_name": f"F{number}",
+        "last_name": "L",
+        "created_at": 1_786_000_000_000,
+        "updated_at": 1_786_000_000_000 + number,
+    }
+    return envelope("user.updated", data, 1_786_000_000_000 + number)
+
+
+def test_rebuild_prints_counts_and_the_live_digest(db_path: Path) -> None:
+    conn = _samples(db_path)
+    live = digest(conn)
+    conn.close()
+    done = _cli("rebuild", "--db", str(db_path))
+    assert done.returncode == 0, done.stderr
+    assert f"rebuilt {len(sample_names())} events" in done.stdout
+    for table in PROJECTION_TABLES:
+        assert re.search(rf"^\s+{table}\s+\d+ rows$", done.stdout, re.M), table
+    assert _DIGEST.search(done.stdout).group(1) == live  # type: ignore[union-attr]
+
+
+def test_check_finds_a_tampered_projection_and_rebuild_repairs_it(db_path: Path) -> None:
+    conn = _samples(db_path)
+    assert _cli("rebuild", "--check", "--db", str(db_path)).returncode == 0
+    conn.execute("UPDATE organizations SET name = 'Tampered'")
+    checked = _cli("rebuild", "--check", "--db", str(db_path))
+    assert checked.returncode == 1
+    assert "differ from a rebuild in: organizations" in checked.stderr
+    assert conn.execute("SELECT count(*) FROM organizations WHERE name = 'Tampered'").fetchone()[0]
+    assert _cli("rebuild", "--db", str(db_path)).returncode == 0
+    assert not conn.execute(
+        "SELECT count(*) FROM organizations WHERE name = 'Tampered'"
+    ).fetchone()[0]
+    assert _cli("rebuild", "--check", "--db", str(db_path)).returncode == 0
+    conn.close()
+
+
+def test_progress_is_reported_for_every_event(db_path: Path) -> None:
+    _samples(db_path).close()
+    seen: list[int] = []
+    result = rebuild(db_path, progress=seen.append)
+    assert sum(seen) == result.events == len(sample_names())
+
+
+def test_quarantined_events_are_projected_nowhere(db_path: Path) -> None:
+    conn = new_store(db_path)
+    append_all(conn, [("msg_q1", b"not json"), ("msg_q2", b'{"no": "type"}'), ("msg_q3", b"[1]")])
+    assert rebuild(db_path).rows == dict.fromkeys(PROJECTION_TABLES, 0)
+    assert conn.execute("SELECT count(*) FROM events WHERE status = 'quarantined'").fetchone() == (
+        3,
+    )
+    conn.close()
+
+
+def test_a_store_built_by_another_version_is_rebuilt_at_start(db_path: Path, secret: str) -> None:
+    conn = _samples(db_path)
+    live = digest(conn)
+    conn.execute("DELETE FROM audit_timeline")
+    write_meta(conn, fingerprint="from-an-older-version")
+    conn.close()
+    with running_server(db_path, secret) as server:
+        assert "rebuilding them from the log" in server.log
+    conn = sqlite3.connect(db_path)
+    assert digest(conn) == live
+    conn.close()
+
+
+def _post_until(server: Server, stop: threading.Event, answers: list[int]) -> None:
+    number = 0
+    while not stop.is_set():
+        number += 1
+        answers.append(server.post(new_event_id(), _user_event(number)).status_code)
+
+
+def test_rebuilding_while_the_server_ingests_loses_nothing(db_path: Path, secret: str) -> None:
+    conn = new_store(db_path)
+    append_all(conn, [(f"msg_seed_{n:05d}", _user_event(n)) for n in range(3000)])
+    conn.close()
+    answers: list[int] = []
+    stop = threading.Event()
+    with running_server(db_path, secret) as server:
+        poster = threading.Thread(target=_post_until, args=(server, stop, answers))
+        poster.start()
+        outputs = [_cli("rebuild", "--db", str(db_path)) for _ in range(3)]
+        stop.set()
+        poster.join()
+        assert _cli("rebuild", "--check", "--db", str(db_path)).returncode == 0
+    assert all(o.returncode == 0 for o in outputs), [o.stderr for o in outputs]
+    positions = [int(re.search(r"up to position (\d+)", o.stdout).group(1)) for o in outputs]  # type: ignore[union-attr]
+    assert max(positions) > 3000, "no event arrived during a rebuild"
+    assert answers and set(answers) == {200}
+    conn = sqlite3.connect(db_path)
+    events, timeline = conn.execute(
+        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM audit_timeline)"
+    ).fetchone()
+    conn.close()
+    assert events == timeline == 3000 + len(answers)

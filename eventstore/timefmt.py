@@ -8,13 +8,20 @@ from datetime import UTC, datetime
 
 SECONDS_CUTOFF = 100_000_000_000
 """Clerk timestamps below 10^11 are seconds (spec examples), at or above are milliseconds."""
+LAST_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z, the last instant ISO-8601 text can hold."""
+_DAY_MS = 86_400_000
+_DATES: dict[int, str] = {}
+"""``YYYY-MM-DD`` per day number: a rebuild formats millions of times on few distinct days."""
 
 
 def normalise_ms(value: object) -> int | None:
     """A Clerk timestamp (ms, or seconds in old examples) as integer ms; None if unusable."""
+    if type(value) is int and SECONDS_CUTOFF <= value <= LAST_MS:
+        return value  # the usual case, first
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if value != value or value < 0 or value > 253_402_300_799_999:  # NaN, or past year 9999
+    if value != value or value < 0 or value > LAST_MS:  # NaN, or past year 9999
         return None
     ms = int(value)
     return ms * 1000 if ms < SECONDS_CUTOFF else ms
@@ -33,11 +40,24 @@ def occurred_ms(timestamp: object, data: Mapping[str, object] | None) -> int | N
     return None
 
 
+def _date(day: int) -> str:
+    date = _DATES.get(day)
+    if date is None:
+        if len(_DATES) > 100_000:
+            _DATES.clear()
+        date = _DATES[day] = datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
+    return date
+
+
+_CLOCK = [f"T{h:02d}:{m:02d}:{s:02d}." for h in range(24) for m in range(60) for s in range(60)]
+_MILLIS = [f"{n:03d}Z" for n in range(1000)]
+
+
 def iso_ms(ms: int) -> str:
-    """``1754308800123`` -> ``"2025-08-04T12:00:00.123Z"``."""
-    seconds, millis = divmod(ms, 1000)
-    stamp = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{millis:03d}Z"
+    """``1754308800123`` -> ``"2025-08-04T12:00:00.123Z"`` (``ms`` from 0 to :data:`LAST_MS`)."""
+    day, rest = divmod(ms, _DAY_MS)
+    second, millis = divmod(rest, 1000)
+    return _date(day) + _CLOCK[second] + _MILLIS[millis]
 
 
 def now_ms() -> int:

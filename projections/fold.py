@@ -6,13 +6,15 @@ snapshot beats a delete stub, then the greatest version wins. Taking the maximum
 OR-ing ``deleted`` and taking the earliest ``deleted_at`` are all commutative, associative and
 idempotent, so the state does not depend on arrival order or duplicates. The live path
 (``projections.apply``) and the rebuild (``projections.rebuild``) both apply this same rule.
+
+A rebuild runs this for every event of the log, so the per-event records are named tuples
+(immutable, and cheap to make) and each event's type and time are worked out once.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -29,46 +31,44 @@ TimelineRow = tuple[Any, ...]
 EntityRow = tuple[Any, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class LoggedEvent:
+class LoggedEvent(NamedTuple):
     """A verified, non-quarantined event of the log, parsed."""
 
     position: int
     event_id: str
     event_type: str
+    object_type: str | None
+    """The resource part of ``event_type``."""
+    action: str | None
     doc: Doc
-
-    @property
-    def data(self) -> Doc | None:
-        return obj(self.doc, "data")
+    data: Doc | None
+    occurred_at: str | None
+    """Clerk's time for the event (CONTRACT §6), ISO-8601."""
 
 
 def parse_logged(position: int, event_id: str, body: bytes) -> LoggedEvent | None:
     """The event at ``position``; None if its body is not an event (never projected)."""
     doc = load_json(body)
-    if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
+    if type(doc) is not dict or type(event_type := doc.get("type")) is not str:
         return None
-    return LoggedEvent(position, event_id, doc["type"], doc)
+    object_type, action = split_type(event_type)
+    data = obj(doc, "data")
+    occurred = occurred_ms(doc.get("timestamp"), data)
+    occurred_at = iso_ms(occurred) if occurred is not None else None
+    return LoggedEvent(position, event_id, event_type, object_type, action, doc, data, occurred_at)
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+class Claim(NamedTuple):
     """What one event says about one entity."""
 
     spec: EntitySpec
     entity_id: str
-    full: bool
-    """A snapshot of the object, not a delete stub (``{"id", "deleted": true}``)."""
-    version_ms: int
-    version_rank: int
-    event_id: str
+    key: ClaimKey
+    """``(full, version_ms, version_rank, event_id)``; ``full`` is False for a delete stub
+    (``{"id", "deleted": true}``), which never replaces a snapshot."""
     is_delete: bool
     deleted_at: str | None
     """The event's time when it is a delete."""
-
-    @property
-    def key(self) -> ClaimKey:
-        return (self.full, self.version_ms, self.version_rank, self.event_id)
 
 
 def version_rank(action: str | None) -> int:
@@ -86,34 +86,21 @@ def version_ms(doc: Doc, data: Doc) -> int:
     return 0
 
 
-def occurred_at(event: LoggedEvent) -> str | None:
-    value = occurred_ms(event.doc.get("timestamp"), event.data)
-    return iso_ms(value) if value is not None else None
-
-
 def is_stub(data: Doc) -> bool:
     return data.get("deleted") is True and ms(data, "created_at") is None
 
 
 def claim(event: LoggedEvent) -> Claim | None:
     """The event's claim on its entity; None for unknown types and objects without an id."""
-    object_type, action = split_type(event.event_type)
-    spec = BY_OBJECT_TYPE.get(object_type) if object_type else None
+    spec = BY_OBJECT_TYPE.get(event.object_type) if event.object_type else None
     data = event.data
     entity_id = text(data, "id")
     if spec is None or data is None or entity_id is None:
         return None
-    is_delete = action == "deleted"
-    return Claim(
-        spec=spec,
-        entity_id=entity_id,
-        full=not (is_delete and is_stub(data)),
-        version_ms=version_ms(event.doc, data),
-        version_rank=version_rank(action),
-        event_id=event.event_id,
-        is_delete=is_delete,
-        deleted_at=occurred_at(event) if is_delete else None,
-    )
+    is_delete = event.action == "deleted"
+    full = not (is_delete and is_stub(data))
+    key = (full, version_ms(event.doc, data), version_rank(event.action), event.event_id)
+    return Claim(spec, entity_id, key, is_delete, event.occurred_at if is_delete else None)
 
 
 def dump_json(value: object) -> str:
@@ -132,8 +119,9 @@ def entity_row(
     :param deletion: ``(deleted, deleted_at)`` of the entity over all its events, when known
         (a rebuild); else this event's own.
     """
+    full, version, rank, event_id = found.key
     deleted, deleted_at = deletion or (found.is_delete, found.deleted_at)
-    data = event.data if found.full else None
+    data = event.data if full else None
     if data is None:
         flattened: list[Any] = [None] * len(found.spec.columns)
         created = updated = payload = None
@@ -143,15 +131,14 @@ def entity_row(
         updated, payload = iso(data, "updated_at"), dump_json(data)
     return (
         found.entity_id, *flattened, created, updated, int(deleted), deleted_at, payload,
-        found.event_id, found.version_ms, found.version_rank,
+        event_id, version, rank,
     )  # fmt: skip
 
 
 def timeline_row(event: LoggedEvent) -> TimelineRow:
     """``audit_timeline`` values, in the order of ``projections.schema.TIMELINE_COLUMNS``."""
-    object_type, _ = split_type(event.event_type)
-    fields = timeline_fields(event.event_type, event.doc, event.data)
     return (
-        event.position, event.event_id, occurred_at(event), event.event_type, object_type,
-        text(event.data, "id"), *fields,
+        event.position, event.event_id, event.occurred_at, event.event_type, event.object_type,
+        text(event.data, "id"),
+        *timeline_fields(event.object_type, event.action, event.event_type, event.doc, event.data),
     )  # fmt: skip

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import cache
 
 from projections.fields import Doc, obj, path_text, text
 
 Summarise = Callable[[str, Doc], str]
 
 
+@cache
 def _words(action: str) -> str:
     """``pastDue`` -> ``past due``."""
     return re.sub(r"(?<!^)([A-Z])", r" \1", action).lower()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from eventstore.envelope import split_type
 from projections.fields import Doc, obj, path_text, text
 from projections.summary import summarise
 
@@ -54,8 +53,9 @@ def organization_id(object_type: str | None, data: Doc | None) -> str | None:
     return extract(data) if extract and data else None
 
 
-def timeline_fields(event_type: str, doc: Doc, data: Doc | None) -> Fields:
-    object_type, action = split_type(event_type)
+def timeline_fields(
+    object_type: str | None, action: str | None, event_type: str, doc: Doc, data: Doc | None
+) -> Fields:
     request = obj(obj(doc, "event_attributes"), "http_request")
     actor = text(obj(data, "actor"), "sub") if object_type == "session" else None
     return (

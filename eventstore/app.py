@@ -12,11 +12,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from eventstore.errors import AuditStoreError, BodyTooLarge, DeliveryRejected, StoreError
+from eventstore.errors import (
+    AuditStoreError,
+    BodyIncomplete,
+    BodyTooLarge,
+    DeliveryRejected,
+    StoreError,
+)
 from eventstore.log import event_record, sha256_hex
 from eventstore.records import DeliveryRecord
 from eventstore.settings import Settings
@@ -43,11 +49,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise BodyTooLarge(f"body of {declared} bytes is larger than the limit of {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"body is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"body is larger than the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise BodyIncomplete(f"the client disconnected after {size} bytes of the body") from None
     return b"".join(chunks)
 
 
@@ -124,7 +133,7 @@ class Ingest:
         try:
             await self._writer.submit(DeliveryJob(delivery))
         except StoreError as store_error:
-            log.error("could not record a %s delivery: %s", error.outcome, store_error)
+            log.error("%s delivery held until the store recovers: %s", error.outcome, store_error)
         return error_response(error)
 
 
@@ -139,7 +148,11 @@ class Service:
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        self._writer = GroupCommitWriter(self._settings.db_path, project=self._project)
+        self._writer = GroupCommitWriter(
+            self._settings.db_path,
+            project=self._project,
+            busy_timeout_ms=self._settings.busy_timeout_ms,
+        )
         self._ingest = Ingest(self._settings, self._writer)
         try:
             yield

@@ -33,11 +33,17 @@ def translate(error: sqlite3.Error, path: Path | str = "the store") -> StoreErro
     return StoreError(f"{path}: {text}")
 
 
-def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit) with our pragmas."""
+def connect(
+    path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = BUSY_TIMEOUT_MS
+) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit) with our pragmas.
+
+    :param busy_timeout_ms: how long a write waits for another writer's lock before the store
+        counts as unavailable.
+    """
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         return conn
     except sqlite3.Error as error:
@@ -80,6 +86,19 @@ def open_store(
         conn.close()
         raise
     return conn
+
+
+def probe_writable(conn: sqlite3.Connection, path: Path) -> None:
+    """Commit a write that changes nothing (the application id, set to itself), so a store that
+    can be read but not written fails now instead of on every delivery.
+
+    SQLite opens a file it may not write read-only without saying so, and reads need no write:
+    only a committed write shows that the file, its folder (for the WAL) and the disk all work.
+
+    :raises StoreUnavailable: the store cannot be written (read-only file or folder, disk full).
+    """
+    with transaction(conn, path):
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
 @contextmanager

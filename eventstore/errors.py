@@ -8,6 +8,7 @@ status codes in one place (``eventstore.app``); the CLI prints ``str(error)`` on
   + DeliveryRejected         a request to the ingest route is refused (4xx, nothing stored)
     - VerificationFailed     missing headers, bad signature, timestamp outside ±5 min (400)
     - BodyTooLarge           the body exceeds the configured limit (413)
+    - BodyIncomplete         the client went away before sending the whole body (400)
   + EventConflict            a stored ``event_id`` arrived again with a different body (409)
   + StoreError               the SQLite store cannot do what was asked
     - StoreUnavailable       it cannot commit now: locked too long, disk full, read-only (503)
@@ -45,6 +46,11 @@ class BodyTooLarge(DeliveryRejected):
 
     status = 413
     outcome = "too_large"
+
+
+class BodyIncomplete(DeliveryRejected):
+    """The client disconnected before the body was complete (nobody reads the answer, but the
+    ``deliveries`` row records the attempt)."""
 
 
 class EventConflict(AuditStoreError):

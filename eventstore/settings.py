@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eventstore.db import BUSY_TIMEOUT_MS
 from eventstore.errors import ConfigurationError
 from eventstore.signing_secrets import (
     SigningSecret,
@@ -19,6 +20,9 @@ from eventstore.signing_secrets import (
 SECRET_ENV = "CLERK_WEBHOOK_SIGNING_SECRET"
 MAX_BODY_ENV = "CLERK_AUDIT_MAX_BODY_BYTES"
 DEFAULT_MAX_BODY_BYTES = 1_048_576
+BUSY_TIMEOUT_ENV = "CLERK_AUDIT_BUSY_TIMEOUT_MS"
+"""How long a write waits for another connection's lock before answering 503 (milliseconds).
+Keep it well under Svix's 15 s answer deadline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,16 +32,26 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     dev_secret: bool = False
     """True when the secret is the development one (Clerk's deliveries will not match it)."""
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int, unit: str) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigurationError(f"{name} must be a positive number of {unit}")
+    return int(text)
 
 
 def max_body_bytes(env: Mapping[str, str]) -> int:
     """``CLERK_AUDIT_MAX_BODY_BYTES`` as a positive integer (default 1 MiB)."""
-    text = env.get(MAX_BODY_ENV, "").strip()
-    if not text:
-        return DEFAULT_MAX_BODY_BYTES
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigurationError(f"{MAX_BODY_ENV} must be a positive number of bytes")
-    return int(text)
+    return _positive_int(env, MAX_BODY_ENV, DEFAULT_MAX_BODY_BYTES, "bytes")
+
+
+def busy_timeout_ms(env: Mapping[str, str]) -> int:
+    """``CLERK_AUDIT_BUSY_TIMEOUT_MS`` as a positive integer (default 5000)."""
+    return _positive_int(env, BUSY_TIMEOUT_ENV, BUSY_TIMEOUT_MS, "milliseconds")
 
 
 def resolve_secrets(
@@ -72,6 +86,6 @@ def load_settings(
 ) -> Settings:
     """Settings for ``serve`` from its flags and the environment."""
     env = os.environ if env is None else env
-    limit = max_body_bytes(env)
+    limit, busy = max_body_bytes(env), busy_timeout_ms(env)
     secrets, is_dev = resolve_secrets(db_path, secret, env, announce)
-    return Settings(db_path, secrets, limit, is_dev)
+    return Settings(db_path, secrets, limit, is_dev, busy)

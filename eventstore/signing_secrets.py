@@ -88,6 +88,8 @@ def ensure_dev_secret(path: Path) -> bool:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return False
+    except FileNotFoundError:
+        raise ConfigurationError(f"database folder {path.parent} does not exist") from None
     except OSError as error:
         raise ConfigurationError(f"cannot create {path}: {error.strerror}") from None
     with os.fdopen(fd, "w") as file:

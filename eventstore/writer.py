@@ -7,8 +7,10 @@ SAVEPOINT, so one refused job does not undo the others) and commits once: one fs
 never sent for an event that is not durably committed.
 
 If the transaction cannot commit (locked too long, disk full, read-only, damaged or replaced
-file), every job of the group fails with :class:`StoreUnavailable` and nothing of the group is
-kept; the writer then tries, separately, to record those deliveries as ``unavailable``.
+file), every job of the group fails with :class:`StoreUnavailable` at once and nothing of the group
+is kept. The deliveries of that group (``unavailable``, or ``rejected`` for a refused request) are
+held in memory and written first in the next group that commits, so every request still leaves its
+``deliveries`` row once the store recovers (unless the server stops before it does).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from eventstore.db import connect, transaction, translate
+from eventstore.db import BUSY_TIMEOUT_MS, connect, transaction, translate
 from eventstore.errors import EventConflict, StoreError, StoreUnavailable
 from eventstore.log import append, log_position, record_delivery
 from eventstore.records import DeliveryRecord, EventRecord, StoredEvent
@@ -38,6 +40,8 @@ Projector = Callable[[sqlite3.Connection, StoredEvent], None]
 """Called inside the append's transaction for each newly stored event (live projections)."""
 
 MAX_GROUP = 1024
+MAX_HELD = 10_000
+"""Most deliveries held while the store cannot commit; beyond this the oldest are dropped."""
 
 
 class Job(Protocol[T_co]):
@@ -89,8 +93,8 @@ class DeliveryJob:
     def run(self, conn: sqlite3.Connection, project: Projector | None) -> None:
         record_delivery(conn, self.delivery)
 
-    def unavailable(self, reason: str) -> None:
-        return None
+    def unavailable(self, reason: str) -> DeliveryRecord:
+        return self.delivery
 
 
 class PositionJob:
@@ -133,11 +137,19 @@ class _Pending(Generic[T]):
 class GroupCommitWriter:
     """Owns the store's write connection in a thread of its own; see the module docstring."""
 
-    def __init__(self, path: Path, *, project: Projector | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        project: Projector | None = None,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    ) -> None:
         self._path = path
         self._project = project
-        self._conn = connect(path)
+        self._conn = connect(path, busy_timeout_ms=busy_timeout_ms)
         self._identity = _identity(path)
+        self._held: list[DeliveryRecord] = []
+        self._detached = False
         self._queue: queue.SimpleQueue[_Pending[Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="clerk-audit-writer", daemon=True)
         self._thread.start()
@@ -161,6 +173,7 @@ class GroupCommitWriter:
         while True:
             first = self._queue.get()
             if first is None:
+                self._write_held_on_close()
                 return
             group = [first]
             while len(group) < MAX_GROUP:
@@ -178,45 +191,86 @@ class GroupCommitWriter:
         try:
             self._check_identity()
             with transaction(self._conn, self._path):
+                self._write_held()
                 for pending in group:
-                    self._run_one(pending)
+                    pending.outcome, pending.failed = self._in_savepoint(pending.job)
+            self._held.clear()
         except StoreError as error:
-            for pending in group:
-                pending.outcome, pending.failed = _as_unavailable(error), True
-            self._record_unavailable(group, str(error))
+            self._fail(group, _as_unavailable(error))
+        except Exception:  # a bug must not leave requests waiting for ever
+            log.exception("the writer failed on a group of %d jobs", len(group))
+            self._fail(group, StoreError("internal error while writing; see the server log"))
         _settle(group)
 
-    def _run_one(self, pending: _Pending[Any]) -> None:
+    def _in_savepoint(self, job: Job[Any]) -> tuple[Any, bool]:
+        """Run ``job`` under a savepoint of its own: (outcome, failed). A refused job is undone
+        alone; an error of the store itself aborts the whole group."""
         self._conn.execute("SAVEPOINT job")
         try:
-            pending.outcome = pending.job.run(self._conn, self._project)
+            outcome, failed = job.run(self._conn, self._project), False
         except sqlite3.Error as error:
             store_error = translate(error, self._path)
             if _fatal(store_error):
                 raise store_error from error
             self._conn.execute("ROLLBACK TO job")
-            pending.outcome, pending.failed = store_error, True
+            outcome, failed = store_error, True
         except EventConflict as conflict:
-            pending.outcome, pending.failed = conflict, True
+            outcome, failed = conflict, True
         self._conn.execute("RELEASE job")
+        return outcome, failed
 
-    def _record_unavailable(self, group: list[_Pending[Any]], reason: str) -> None:
-        rows = [row for p in group if (row := p.job.unavailable(reason)) is not None]
-        if not rows:
+    def _fail(self, group: list[_Pending[Any]], error: StoreError) -> None:
+        for pending in group:
+            pending.outcome, pending.failed = error, True
+        self._held.extend(row for p in group if (row := p.job.unavailable(str(error))) is not None)
+        if len(self._held) > MAX_HELD:
+            dropped = len(self._held) - MAX_HELD
+            del self._held[:dropped]
+            log.error("store unavailable: dropped %d held delivery records", dropped)
+
+    def _write_held(self) -> None:
+        """Record the deliveries of groups that could not commit (inside this transaction)."""
+        for row in self._held:
+            outcome, failed = self._in_savepoint(DeliveryJob(row))
+            if failed:
+                log.error("could not record a held %s delivery: %s", row.outcome, outcome)
+
+    def _write_held_on_close(self) -> None:
+        if not self._held:
             return
         try:
+            self._check_identity()
             with transaction(self._conn, self._path):
-                for row in rows:
-                    record_delivery(self._conn, row)
+                self._write_held()
         except StoreError as error:
-            log.error("could not record %d unavailable deliveries: %s", len(rows), error)
+            log.error("could not record %d held deliveries: %s", len(self._held), error)
 
     def _check_identity(self) -> None:
-        if _identity(self._path) != self._identity:
-            raise StoreUnavailable(
-                f"{self._path} was removed or replaced while the server was running; "
-                "restart the server"
-            )
+        """Refuse to write once the file at our path is not the one we opened."""
+        if _identity(self._path) == self._identity:
+            return
+        if not self._detached:
+            self._detach()
+        raise StoreUnavailable(
+            f"{self._path} was removed or replaced while the server was running; restart the server"
+        )
+
+    def _detach(self) -> None:
+        """Move everything committed into the file we have open (wherever it is now) and empty
+        the write-ahead log. SQLite finds the log by name: left full, it would be missing from
+        the moved file and replayed into whatever file now has our name."""
+        self._detached = True
+        moved = f"{self._path} was moved or removed while the server was running"
+        try:
+            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as error:
+            log.error("%s; its write-ahead log could not be emptied: %s", moved, error)
+            return
+        if busy:
+            log.error("%s; its write-ahead log could not be emptied (readers busy)", moved)
+            return
+        log.error("%s; everything committed is now in the file it opened at start-up, and "
+                  "nothing more is written", moved)  # fmt: skip
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -10,7 +10,7 @@ import uvicorn
 
 from eventstore.app import create_app
 from eventstore.cli.options import db_option
-from eventstore.db import open_store
+from eventstore.db import open_store, probe_writable
 from eventstore.settings import load_settings
 from projections import ensure_current, project
 
@@ -19,6 +19,15 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def _say(message: str) -> None:
     click.echo(f"clerk-audit: {message}", err=True)
+
+
+def _check_store(db_path: Path) -> None:
+    """Open (or create) the store and prove it can be written, before serving anything."""
+    conn = open_store(db_path, create=True)
+    try:
+        probe_writable(conn, db_path)
+    finally:
+        conn.close()
 
 
 @click.command("serve")
@@ -47,10 +56,10 @@ def command(host: str, port: int, db_path: Path, secret: str | None, log_level: 
     Example:
         CLERK_WEBHOOK_SIGNING_SECRET='whsec_...' clerk-audit serve --port 8000
     """
-    open_store(db_path, create=True).close()
-    ensure_current(db_path, announce=_say)
     settings = load_settings(db_path, secret=secret, announce=_say)
+    _check_store(db_path)
+    ensure_current(db_path, announce=_say)
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     app = create_app(settings, project=project)
-    _say(f"store {db_path}; listening on http://{host}:{port}/webhooks/clerk")
+    _say(f"store {db_path}; ingest route POST /webhooks/clerk")
     uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level, access_log=False)

@@ -24,18 +24,20 @@ from tests.support.signing import signed_headers
 CLI = Path(sys.executable).with_name("clerk-audit")
 _RUNNING = re.compile(r"Uvicorn running on (http://\S+)")
 START_TIMEOUT = 30.0
+SECRET_ENV = "CLERK_WEBHOOK_SIGNING_SECRET"
 
 
 class Server:
     """A running server: its URL, its store and its captured log."""
 
-    def __init__(self, process: subprocess.Popen[str], db_path: Path, secret: str) -> None:
+    def __init__(self, process: subprocess.Popen[str], db_path: Path, secret: str | None) -> None:
         self.process = process
         self.db_path = db_path
         self.secret = secret
         self.lines: list[str] = []
         self.url = ""
         self._ready = threading.Event()
+        self._logged = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -48,14 +50,24 @@ class Server:
         return f"{self.url}/webhooks/clerk"
 
     def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._logged:
+                self.lines.append(line)
+                self._logged.notify_all()
             match = _RUNNING.search(line)
             if match:
                 self.url = match.group(1)
                 self._ready.set()
         self._ready.set()
+
+    def wait_for_log(self, text: str, timeout: float = START_TIMEOUT) -> None:
+        """Wait until the server has logged ``text``: whatever it logged before is then in
+        :attr:`log` too (a delivery's log line is written before its answer, but read from the
+        pipe by another thread)."""
+        with self._logged:
+            found = self._logged.wait_for(lambda: text in self.log, timeout)
+        assert found, f"the server did not log {text!r}:\n{self.log}"
 
     def wait_ready(self) -> None:
         if not self._ready.wait(START_TIMEOUT) or not self.url:
@@ -72,7 +84,9 @@ class Server:
         secret: str | None = None,
     ) -> httpx.Response:
         """POST ``body`` signed with the server's secret (or ``secret``)."""
-        headers = signed_headers(secret or self.secret, event_id, body, at=at)
+        signing = secret or self.secret
+        assert signing is not None, "this server uses its development secret: pass secret="
+        headers = signed_headers(signing, event_id, body, at=at)
         if client is not None:
             return client.post(self.ingest_url, content=body, headers=headers)
         return httpx.post(self.ingest_url, content=body, headers=headers, timeout=30)
@@ -83,8 +97,8 @@ class Server:
             self.process.send_signal(sig)
         code = self.process.wait(timeout=30)
         self._reader.join(timeout=10)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         return code
 
 
@@ -94,16 +108,27 @@ def serve_command(db_path: Path, *extra: str) -> list[str]:
 
 @contextmanager
 def running_server(
-    db_path: Path, secret: str, *, env: Mapping[str, str] | None = None, extra: tuple[str, ...] = ()
+    db_path: Path,
+    secret: str | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    extra: tuple[str, ...] = (),
+    cwd: Path | None = None,
 ) -> Iterator[Server]:
-    """Start ``clerk-audit serve`` on ``db_path`` with ``secret`` (via the environment)."""
-    environment = {**os.environ, "CLERK_WEBHOOK_SIGNING_SECRET": secret, **(env or {})}
+    """Start ``clerk-audit serve`` on ``db_path`` with ``secret`` (via the environment; None
+    leaves it unset, so the server uses its development secret). Its stdout and stderr both go
+    to :attr:`Server.log`."""
+    environment = {k: v for k, v in os.environ.items() if k != SECRET_ENV}
+    if secret is not None:
+        environment[SECRET_ENV] = secret
+    environment.update(env or {})
     process = subprocess.Popen(
         serve_command(db_path, *extra),
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         env=environment,
+        cwd=cwd,
     )
     server = Server(process, db_path, secret)
     try:

@@ -27,7 +27,7 @@ from eventstore.log import event_record, sha256_hex
 from eventstore.records import DeliveryRecord
 from eventstore.settings import Settings
 from eventstore.timefmt import now_iso
-from eventstore.verify import Verifier, claimed_event_id
+from eventstore.verify import Verifier, claimed_event_id, claimed_timestamp
 from eventstore.writer import AppendJob, DeliveryJob, GroupCommitWriter, PositionJob, Projector
 
 log = logging.getLogger("clerk_audit.ingest")
@@ -66,6 +66,7 @@ class Arrival:
 
     received_at: str
     event_id: str | None
+    svix_timestamp: int | None
     remote_addr: str | None
     user_agent: str | None
 
@@ -75,6 +76,7 @@ class Arrival:
         return cls(
             now_iso(),
             claimed_event_id(request.headers),
+            claimed_timestamp(request.headers),
             client,
             request.headers.get("user-agent"),
         )
@@ -83,6 +85,7 @@ class Arrival:
         return DeliveryRecord(
             received_at=self.received_at,
             event_id=self.event_id,
+            svix_timestamp=self.svix_timestamp,
             remote_addr=self.remote_addr,
             user_agent=self.user_agent,
             **fields,  # type: ignore[arg-type]
@@ -111,9 +114,7 @@ class Ingest:
             received_at=arrival.received_at,
             body=body,
         )
-        delivery = arrival.delivery(
-            outcome="stored", svix_timestamp=signed.timestamp, body_sha256=record.body_sha256
-        )
+        delivery = arrival.delivery(outcome="stored", body_sha256=record.body_sha256)
         try:
             appended = await self._writer.submit(AppendJob(record, delivery))
         except AuditStoreError as error:

@@ -92,3 +92,9 @@ def m001_events_and_deliveries(db: Database) -> None:
     statements = [EVENTS, EVENTS_NO_REPLACE, DELIVERIES, DELIVERIES_NO_REPLACE, *INDEXES]
     for statement in [*statements, *_append_only("events"), *_append_only("deliveries")]:
         db.execute(statement)
+
+
+@log_migrations()
+def m002_quarantined_index(db: Database) -> None:
+    """Quarantined events are rare and looked for by status: a small partial index."""
+    db.execute("CREATE INDEX events_quarantined ON events (position) WHERE status = 'quarantined'")

@@ -50,12 +50,21 @@ def _one(headers: Headers, name: str) -> str | None:
     return None
 
 
+def _claimed(headers: Headers, name: str, shape: re.Pattern[str]) -> str | None:
+    values = headers.getlist(f"svix-{name}") or headers.getlist(f"webhook-{name}")
+    return values[0] if len(values) == 1 and shape.fullmatch(values[0]) else None
+
+
 def claimed_event_id(headers: Headers) -> str | None:
     """The ``svix-id`` a request claims, if it is well-formed (for the deliveries record)."""
-    values = headers.getlist("svix-id") or headers.getlist("webhook-id")
-    if len(values) == 1 and _EVENT_ID.fullmatch(values[0]):
-        return values[0]
-    return None
+    return _claimed(headers, "id", _EVENT_ID)
+
+
+def claimed_timestamp(headers: Headers) -> int | None:
+    """The ``svix-timestamp`` a request claims, if it is integer seconds (for the deliveries
+    record: it shows how far off a refused sender's clock was)."""
+    value = _claimed(headers, "timestamp", _TIMESTAMP)
+    return int(value) if value is not None else None
 
 
 def svix_headers(headers: Headers) -> SvixHeaders:

@@ -57,6 +57,7 @@ INDEXES = (
     Index(TIMELINE, ("organization_id", "occurred_at")),
     Index(TIMELINE, ("object_id",)),
     Index(TIMELINE, ("event_type",)),
+    Index(TIMELINE, ("client_ip",)),
 )
 
 

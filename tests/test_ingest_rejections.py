@@ -204,6 +204,11 @@ def test_a_delivery_failing_a_check_is_a_400_naming_the_check(
     assert (row["outcome"], row["reason"], row["body_sha256"]) == ("rejected", error, sha256(body))
     claimed = [value for name, value in headers if name in ("svix-id", "webhook-id")]
     assert row["event_id"] == (claimed[0] if id_recorded else None)
+    stamps = [value for name, value in headers if name == "svix-timestamp"]
+    well_formed = len(stamps) == 1 and stamps[0].isascii() and stamps[0].isdigit()
+    assert row["svix_timestamp"] == (
+        int(stamps[0]) if well_formed and len(stamps[0]) <= 12 else None
+    )
     assert [events_by_id(server.db_path, event_id) for event_id in claimed] == [[]] * len(claimed)
 
 

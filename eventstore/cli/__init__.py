@@ -1,7 +1,11 @@
-"""The ``clerk-audit`` command line: one click group, one module per command."""
+"""The ``clerk-audit`` command line: one click group, one module per command.
+
+Commands are imported when they run (``clerk-audit rebuild`` need not load svix or uvicorn).
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -9,9 +13,28 @@ import click
 
 from eventstore.errors import AuditStoreError
 
+COMMANDS = {
+    "serve": "eventstore.cli.serve",
+    "rebuild": "eventstore.cli.rebuild",
+    "send": "eventstore.cli.send",
+    "datasette": "eventstore.cli.datasette",
+    "stats": "eventstore.cli.stats",
+}
+
 
 class AuditGroup(click.Group):
-    """Prints our errors as one line on stderr and exits 1, instead of a traceback."""
+    """Loads each command's module on demand, and prints our errors as one line on stderr
+    (exit 1) instead of a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        command: click.Command = importlib.import_module(module).command
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -30,13 +53,3 @@ def cli() -> None:
     Example:
         clerk-audit serve --db data/audit.db
     """
-
-
-def _register() -> None:
-    from eventstore.cli import datasette, rebuild, send, serve, stats
-
-    for module in (serve, rebuild, send, datasette, stats):
-        cli.add_command(module.command)
-
-
-_register()

@@ -122,8 +122,8 @@ def load_json(body: bytes) -> Any:
             raise NotAnEvent(f"body is not valid JSON: {fast_error}") from None
 
 
-def parse_envelope(body: bytes) -> Envelope:
-    """The envelope of a verified body.
+def parse_document(body: bytes) -> dict[str, Any]:
+    """The JSON object of a verified body.
 
     :raises NotAnEvent: the body is not a JSON object with a string ``type``.
     """
@@ -132,4 +132,12 @@ def parse_envelope(body: bytes) -> Envelope:
         raise NotAnEvent(f"body is JSON {type(document).__name__}, not an object")
     if not isinstance(document.get("type"), str):
         raise NotAnEvent('body has no string "type"')
-    return Envelope.model_validate(document)
+    return document
+
+
+def parse_envelope(body: bytes) -> Envelope:
+    """The envelope of a verified body.
+
+    :raises NotAnEvent: the body is not a JSON object with a string ``type``.
+    """
+    return Envelope.model_validate(parse_document(body))

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Literal
 
-from eventstore.envelope import NotAnEvent, parse_envelope
+from eventstore.envelope import Envelope, NotAnEvent, parse_document, parse_envelope
 from eventstore.errors import EventConflict
 from eventstore.records import DeliveryRecord, EventRecord, StoredEvent
 from eventstore.timefmt import iso_ms
@@ -45,12 +45,13 @@ def event_record(
     """The log record for a verified body: parsed, or quarantined if it is not an event."""
     digest = sha256_hex(body)
     try:
-        envelope = parse_envelope(body)
+        document = parse_document(body)
     except NotAnEvent as reason:
         return EventRecord(
             event_id, None, None, None, None, None, received_at, svix_timestamp, body, digest,
             "quarantined", str(reason),
         )  # fmt: skip
+    envelope = Envelope.model_validate(document)
     occurred = envelope.occurred_ms
     return EventRecord(
         event_id=event_id,
@@ -66,6 +67,7 @@ def event_record(
         status="ok",
         quarantine_reason=None,
         envelope=envelope,
+        document=document,
     )
 
 

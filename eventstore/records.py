@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from eventstore.envelope import Envelope
 
@@ -39,6 +39,9 @@ class EventRecord:
     quarantine_reason: str | None
     envelope: Envelope | None = field(default=None, compare=False, repr=False)
     """The parsed envelope (never stored; None when quarantined)."""
+    document: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    """The parsed body the envelope was read from, kept so the live projection does not parse
+    it again (never stored; None when quarantined)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from projections.fold import (
     TimelineRow,
     claim,
     entity_row,
+    logged_event,
     parse_logged,
     timeline_row,
 )
@@ -86,6 +87,9 @@ def apply_event(
 def project(conn: sqlite3.Connection, stored: StoredEvent) -> None:
     """The live projector: called by the writer in the transaction that appends ``stored``."""
     record = stored.record
-    event = parse_logged(stored.position, record.event_id, record.body)
+    if record.document is not None:
+        event = logged_event(stored.position, record.event_id, record.document)
+    else:
+        event = parse_logged(stored.position, record.event_id, record.body)
     if event is not None:
         apply_event(conn, event)

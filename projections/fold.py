@@ -48,7 +48,11 @@ class LoggedEvent(NamedTuple):
 
 def parse_logged(position: int, event_id: str, body: bytes) -> LoggedEvent | None:
     """The event at ``position``; None if its body is not an event (never projected)."""
-    doc = load_json(body)
+    return logged_event(position, event_id, load_json(body))
+
+
+def logged_event(position: int, event_id: str, doc: object) -> LoggedEvent | None:
+    """The event at ``position`` from its parsed body; None if that is not an event."""
     if type(doc) is not dict or type(event_type := doc.get("type")) is not str:
         return None
     object_type, action = split_type(event_type)

@@ -13,6 +13,10 @@ from eventstore.errors import ConfigurationError, StoreCorrupt, StoreError, Stor
 from eventstore.schema import APPLICATION_ID, log_migrations
 
 BUSY_TIMEOUT_MS = 5000
+CACHE_KIB = 65_536
+"""Page cache per connection (SQLite's default is 2 MiB): each append touches a dozen B-trees
+(the log, deliveries, the timeline's indexes, an entity table), and with the default their
+pages are read back from the OS again and again."""
 
 
 def translate(error: sqlite3.Error, path: Path | str = "the store") -> StoreError:
@@ -45,6 +49,7 @@ def connect(
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         return conn
     except sqlite3.Error as error:
         raise translate(error, path) from error

@@ -98,3 +98,11 @@ def m001_events_and_deliveries(db: Database) -> None:
 def m002_quarantined_index(db: Database) -> None:
     """Quarantined events are rare and looked for by status: a small partial index."""
     db.execute("CREATE INDEX events_quarantined ON events (position) WHERE status = 'quarantined'")
+
+
+@log_migrations()
+def m003_leaner_log_indexes(db: Database) -> None:
+    """Every append paid for indexes no query used: lookups by object and by time go through
+    ``audit_timeline``, which has its own."""
+    db.execute("DROP INDEX IF EXISTS events_object")
+    db.execute("DROP INDEX IF EXISTS events_occurred_at")

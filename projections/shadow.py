@@ -10,9 +10,12 @@ workers nor the live server wait long.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import itertools
 import multiprocessing
 import os
+import signal
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -34,6 +37,7 @@ FETCH_BATCH = 500
 PARALLEL_FROM = 50_000
 """Logs shorter than this are rebuilt in-process: starting workers would cost more."""
 PARTS_PER_WORKER = 4
+_PR_SET_PDEATHSIG = 1
 
 
 def default_workers(events: int) -> int:
@@ -103,6 +107,15 @@ def fill_entities(conn: sqlite3.Connection, winners: Sequence[Winner]) -> int:
     return len(winners)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the rebuild that started it ends (killed or
+    interrupted), instead of filling shadow tables nobody will swap in. Linux only."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent ended before the request above took effect
+        os._exit(1)
+
+
 def _timeline_part(path: Path, after: int, upto: int) -> tuple[int, Winners]:
     """A worker's share of the timeline (its own connection)."""
     conn = connect(path, synchronous="NORMAL")
@@ -170,7 +183,9 @@ def build_shadow(
         create_tables(conn, SHADOW_NAMES)
     if workers > 1:
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             count, _ = _fill_parallel(pool, path, upto, workers * PARTS_PER_WORKER, progress)
     else:
         count, _ = _fill_here(conn, upto, progress)

@@ -13,10 +13,10 @@ from eventstore.errors import ConfigurationError, StoreCorrupt, StoreError, Stor
 from eventstore.schema import APPLICATION_ID, log_migrations
 
 BUSY_TIMEOUT_MS = 5000
-CACHE_KIB = 65_536
-"""Page cache per connection (SQLite's default is 2 MiB): each append touches a dozen B-trees
-(the log, deliveries, the timeline's indexes, an entity table), and with the default their
-pages are read back from the OS again and again."""
+WRITER_CACHE_KIB = 65_536
+"""The server's writer's page cache (SQLite's default is 2 MiB): each append touches a dozen
+B-trees (the log, deliveries, the timeline's indexes, an entity table), and with the default
+their pages are read back from the OS again and again."""
 
 
 def translate(error: sqlite3.Error, path: Path | str = "the store") -> StoreError:
@@ -38,18 +38,24 @@ def translate(error: sqlite3.Error, path: Path | str = "the store") -> StoreErro
 
 
 def connect(
-    path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = BUSY_TIMEOUT_MS
+    path: Path,
+    *,
+    synchronous: str = "FULL",
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    cache_kib: int | None = None,
 ) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) with our pragmas.
 
     :param busy_timeout_ms: how long a write waits for another writer's lock before the store
         counts as unavailable.
+    :param cache_kib: the page cache, if not SQLite's default (2 MiB).
     """
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
-        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        if cache_kib is not None:
+            conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
         return conn
     except sqlite3.Error as error:
         raise translate(error, path) from error

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from eventstore.db import BUSY_TIMEOUT_MS, connect, transaction, translate
+from eventstore.db import BUSY_TIMEOUT_MS, WRITER_CACHE_KIB, connect, transaction, translate
 from eventstore.errors import EventConflict, StoreError, StoreUnavailable
 from eventstore.log import append, log_position, record_delivery
 from eventstore.records import DeliveryRecord, EventRecord, StoredEvent
@@ -146,7 +146,7 @@ class GroupCommitWriter:
     ) -> None:
         self._path = path
         self._project = project
-        self._conn = connect(path, busy_timeout_ms=busy_timeout_ms)
+        self._conn = connect(path, busy_timeout_ms=busy_timeout_ms, cache_kib=WRITER_CACHE_KIB)
         self._identity = _identity(path)
         self._held: list[DeliveryRecord] = []
         self._detached = False

@@ -1,8 +1,7 @@
 """Rebuilding every projection from the log, while the server keeps ingesting.
 
 1. Note the log head ``upto`` and fill shadow tables (``_rebuild_<table>``) with the log up to
-   it (``projections.shadow``: short transactions, several processes for a long log), then
-   index them.
+   it (``projections.shadow``, in short transactions), then index them.
 2. In one ``BEGIN IMMEDIATE`` transaction: project the events appended since ``upto`` into the
    shadow tables with the live rule, then drop the live tables and rename the shadows in place.
 
@@ -25,7 +24,7 @@ from eventstore.db import open_store, transaction
 from eventstore.log import log_position
 from projections.apply import apply_event
 from projections.digest import state_digest, table_digests
-from projections.shadow import Progress, build_shadow, default_workers, scan
+from projections.shadow import Progress, build_shadow, scan
 from projections.tables import (
     SHADOW_NAMES,
     create_fresh,
@@ -77,31 +76,21 @@ def _without_gc() -> Iterator[None]:
             gc.enable()
 
 
-def rebuild(
-    path: Path, *, check: bool = False, progress: Progress | None = None,
-    workers: int | None = None,
-) -> RebuildResult:  # fmt: skip
-    """Rebuild (or with ``check``, rebuild aside and compare) the projections of ``path``.
-
-    :param workers: processes to read the log with (default: by the log's length and the CPUs).
-    """
+def rebuild(path: Path, *, check: bool = False, progress: Progress | None = None) -> RebuildResult:
+    """Rebuild (or with ``check``, rebuild aside and compare) the projections of ``path``."""
     conn = open_store(path, synchronous="NORMAL")
     try:
         with _without_gc():
-            return _rebuild(conn, path, check, progress, workers)
+            return _rebuild(conn, check, progress)
     finally:
         conn.close()
 
 
-def _rebuild(
-    conn: sqlite3.Connection, path: Path, check: bool, progress: Progress | None,
-    workers: int | None,
-) -> RebuildResult:  # fmt: skip
+def _rebuild(conn: sqlite3.Connection, check: bool, progress: Progress | None) -> RebuildResult:
     conn.execute("PRAGMA legacy_alter_table = ON")
     upto = log_position(conn)
     gen = generation(conn) + 1
-    processes = workers if workers is not None else default_workers(upto)
-    count = build_shadow(conn, path, upto, gen, workers=processes, progress=progress)
+    count = build_shadow(conn, upto, gen, progress)
     conn.execute("PRAGMA synchronous = FULL")
     differences: tuple[str, ...] = ()
     with transaction(conn):

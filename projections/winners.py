@@ -2,8 +2,8 @@
 
 Per entity it keeps the greatest claim key, the position of the event that made it, whether
 any claim deleted the entity and the earliest delete time: the same rule as the live upsert
-(``projections.apply``), and like it commutative, so the log can be read in parts, by several
-processes, and the parts merged in any order.
+(``projections.apply``), and like it commutative: the log is read in position order, which is
+not the entities' order.
 """
 
 from __future__ import annotations
@@ -39,13 +39,6 @@ class Winners:
         new: Entry = (found.key, position, found.is_delete, found.deleted_at)
         old = self.entries.get(entity)
         self.entries[entity] = new if old is None else _combine(old, new)
-
-    def merge(self, other: Winners) -> None:
-        """Fold in the winners of another part of the log."""
-        mine = self.entries
-        for entity, entry in other.entries.items():
-            old = mine.get(entity)
-            mine[entity] = entry if old is None else _combine(old, entry)
 
     def ordered(self) -> list[Winner]:
         """Every entity's winner, in (table, id) order: the order its rows are best written in

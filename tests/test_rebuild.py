@@ -132,13 +132,3 @@ def test_rebuilding_while_the_server_ingests_loses_nothing(db_path: Path, secret
     ).fetchone()
     conn.close()
     assert events == timeline == 3000 + len(answers)
-
-
-def test_a_rebuild_in_several_processes_gives_the_same_state(db_path: Path) -> None:
-    conn = new_store(db_path)
-    append_all(conn, [(f"msg_{n:05d}", _user_event(n)) for n in range(400)])
-    append_all(conn, [(f"msg_{n}", sample_body(n)) for n in sample_names()])
-    live = digest(conn)
-    conn.close()
-    assert rebuild(db_path, workers=2).digest == live
-    assert rebuild(db_path, workers=2, check=True).differences == ()

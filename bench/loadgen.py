@@ -1,0 +1,123 @@
+"""The load generator, run as its own process: ``python -m bench.loadgen --port P ...``.
+
+It loads and signs its requests first (secret from ``CLERK_WEBHOOK_SIGNING_SECRET``), waits for
+``GET /healthz`` to answer 200, then keeps ``--connections`` keep-alive connections busy for
+``--seconds`` on uvloop, and prints one JSON object with what it measured on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import resource
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil  # type: ignore[import-untyped]
+import uvloop
+
+from bench.deliveries import cycle, delivery_order, load_pool, signed_requests
+from bench.stats import percentile
+from bench.wire import Tally, connection, wait_until_healthy
+
+HEALTH_TIMEOUT_S = 60.0
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--pool", type=Path, required=True, help="the cached event pool")
+    parser.add_argument("--events", type=int, default=100_000, help="unique events to send")
+    parser.add_argument("--redeliveries", type=float, default=0.2)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--wrap", action="store_true", help="start over when all are sent")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--server-pid", type=int, help="report this process's CPU use too")
+    return parser.parse_args()
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(pid: int | None) -> float:
+    """CPU seconds used so far by process ``pid`` and its threads (NaN if unknown)."""
+    try:
+        times = psutil.Process(pid).cpu_times() if pid else None
+    except psutil.Error:
+        times = None
+    return float(times.user + times.system) if times else math.nan
+
+
+async def _load(port: int, requests: Iterator[bytes], args: argparse.Namespace) -> Tally:
+    tally = Tally()
+    exhausted = False
+
+    def next_request() -> bytes | None:
+        nonlocal exhausted
+        request = next(requests, None)
+        exhausted = exhausted or request is None
+        return request
+
+    deadline = time.perf_counter() + args.seconds
+    await asyncio.gather(
+        *(connection(port, next_request, deadline, tally) for _ in range(args.connections))
+    )
+    tally.errors["exhausted"] += int(exhausted)
+    return tally
+
+
+def _summary(tally: Tally, seconds: float) -> dict[str, Any]:
+    latencies = sorted(tally.latencies_ns)
+    ok = sum(count for status, count in tally.statuses.items() if 200 <= status < 300)
+    return {
+        "requests": len(latencies),
+        "ok": ok,
+        "stored": tally.stored,
+        "duplicate": tally.duplicate,
+        "non_2xx": {str(s): n for s, n in tally.statuses.items() if not 200 <= s < 300},
+        "errors": {name: n for name, n in tally.errors.items() if name != "exhausted"},
+        "exhausted": bool(tally.errors["exhausted"]),
+        "seconds": seconds,
+        "requests_per_s": len(latencies) / seconds,
+        "stored_per_s": tally.stored / seconds,
+        "p50_ms": percentile(latencies, 50) / 1e6,
+        "p99_ms": percentile(latencies, 99) / 1e6,
+        "max_ms": latencies[-1] / 1e6 if latencies else 0.0,
+    }
+
+
+async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    built = time.perf_counter()
+    events = load_pool(args.pool, args.events)
+    order = delivery_order(len(events), args.redeliveries, seed=args.seed)
+    secret = os.environ["CLERK_WEBHOOK_SIGNING_SECRET"]
+    requests = signed_requests(events, secret, args.port)
+    build_s = time.perf_counter() - built
+    await wait_until_healthy(args.port, HEALTH_TIMEOUT_S)
+    cpu, server_cpu = _own_cpu(), _process_cpu(args.server_pid)
+    started = time.perf_counter()
+    tally = await _load(args.port, cycle(order, requests, wrap=args.wrap), args)
+    seconds = time.perf_counter() - started
+    summary = _summary(tally, seconds)
+    summary["loadgen_cpu"] = (_own_cpu() - cpu) / seconds
+    summary["server_cpu"] = (_process_cpu(args.server_pid) - server_cpu) / seconds
+    summary["build_s"] = build_s
+    summary["mean_body_bytes"] = sum(len(body) for _, body in events) / max(len(events), 1)
+    return summary
+
+
+def main() -> None:
+    args = _arguments()
+    print(json.dumps(uvloop.run(_main(args))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The targets of issue 5, evaluated on the medians of one invocation."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from bench.stats import Section, ratio
+
+Sections = dict[str, Section]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One requirement and what was measured for it."""
+
+    label: str
+    value: float
+    """The measured value (a ratio, ms, MB, ...); NaN when it could not be measured."""
+    threshold: float
+    compare: str
+    """``>=``, ``<`` or ``==``."""
+    unit: str
+    why_missing: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if math.isnan(self.value):
+            return "FAIL" if self.why_missing else "n/a"
+        test: Callable[[float, float], bool] = {
+            ">=": operator.ge,
+            "<": operator.lt,
+            "==": operator.eq,
+        }[self.compare]
+        return "PASS" if test(self.value, self.threshold) else "FAIL"
+
+
+def _median(sections: Sections, section: str, key: str) -> float:
+    figure = sections[section].figures.get(key) if section in sections else None
+    return figure.median if figure else math.nan
+
+
+def _missing(sections: Sections, *names: str) -> str:
+    """Why a figure of these sections is missing, if one of them says (empty if not run)."""
+    notes = [note for name in names if name in sections for note in sections[name].notes]
+    failures = [n for n in notes if "exited" in n or "did not finish" in n or "failed" in n]
+    return "; ".join(dict.fromkeys(failure.split(",")[0] for failure in failures))
+
+
+def _failures(sections: Sections) -> float:
+    figure = (
+        sections["ingest"].figures.get("clerk-audit.failures") if "ingest" in sections else None
+    )
+    return sum(figure.runs) if figure else math.nan
+
+
+def evaluate(sections: Sections) -> list[Target]:
+    """Every target, in the issue's order."""
+    m = partial(_median, sections)
+    ingest, rebuild = _missing(sections, "ingest"), _missing(sections, "rebuild")
+    ingest_peer, rebuild_peer = (
+        _missing(sections, "ingest", "peer"),
+        _missing(sections, "rebuild", "peer"),
+    )
+    return [
+        Target("ingest ≥ 0.30 x bare-HTTP ceiling", m("ingest", "ratio.bare"), 0.30, ">=", "x",
+               ingest),
+        Target("ingest ≥ 2 x naive per-request commit", m("ingest", "ratio.naive"), 2.0, ">=",
+               "x", ingest),
+        Target("ingest p99 < 25 ms at 32 connections", m("ingest", "clerk-audit.p99_ms"), 25.0,
+               "<", "ms", ingest),
+        Target("ingest: zero non-2xx (all runs)", _failures(sections), 0, "==", "", ingest),
+        Target("ingest ≥ 2 x eventsourcing durable appends",
+               ratio(m("ingest", "clerk-audit.stored_per_s"), m("peer", "append_per_s")), 2.0,
+               ">=", "x", ingest_peer),
+        Target("rebuild ≥ 100,000 events/s", m("rebuild", "rebuild.events_per_s"), 100_000,
+               ">=", "events/s", rebuild),
+        Target("rebuild peak RSS < 500 MB", m("rebuild", "rebuild.peak_rss_mb"), 500, "<", "MB",
+               rebuild),
+        Target("rebuild ≥ 0.5 x parsing ceiling", m("rebuild", "ratio.scan"), 0.5, ">=", "x",
+               rebuild),
+        Target("rebuild ≥ 1.5 x eventsourcing read-back",
+               ratio(m("rebuild", "rebuild.events_per_s"), m("peer", "read_per_s")), 1.5, ">=",
+               "x", rebuild_peer),
+    ]  # fmt: skip

@@ -1,5 +1,6 @@
 # clerk-audit: `make serve` and `make test` work on a fresh clone with Python 3.11+.
 PYTHON ?= python3
+SERVE_ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	rm -f $(VENV)/.installed-* && touch $@
 
 serve: $(STAMP)
-	$(BIN)/clerk-audit serve
+	$(BIN)/clerk-audit serve $(SERVE_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

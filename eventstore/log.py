@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator
 from typing import Literal
 
-from eventstore.envelope import Envelope, NotAnEvent, parse_document, parse_envelope
+from eventstore.envelope import Envelope, NotAnEvent, parse_document
 from eventstore.errors import EventConflict
-from eventstore.records import DeliveryRecord, EventRecord, StoredEvent
+from eventstore.records import DeliveryRecord, EventRecord
 from eventstore.timefmt import iso_ms
 
 EVENT_COLUMNS = (
@@ -32,7 +31,6 @@ _INSERT_DELIVERY = (
     f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(DELIVERY_COLUMNS))})"
 )
-_SELECT_EVENTS = f"SELECT position, {', '.join(EVENT_COLUMNS)} FROM events"
 
 
 def sha256_hex(body: bytes) -> str:
@@ -100,31 +98,6 @@ def append(
 def record_delivery(conn: sqlite3.Connection, delivery: DeliveryRecord) -> None:
     """Add one ``deliveries`` row."""
     conn.execute(_INSERT_DELIVERY, tuple(getattr(delivery, c) for c in DELIVERY_COLUMNS))
-
-
-def stored_event(row: tuple[object, ...], *, parse: bool = True) -> StoredEvent:
-    """A ``StoredEvent`` from a row of ``SELECT position, <EVENT_COLUMNS>``."""
-    position, *values = row
-    record = EventRecord(*values)  # type: ignore[arg-type]
-    if parse and record.status == "ok":
-        object.__setattr__(record, "envelope", parse_envelope(record.body))
-    assert isinstance(position, int)
-    return StoredEvent(position, record)
-
-
-def read_events(
-    conn: sqlite3.Connection, *, after: int = 0, batch: int = 1000
-) -> Iterator[StoredEvent]:
-    """Stream the log in ``position`` order from ``after`` (exclusive), ``batch`` rows at a time."""
-    while True:
-        rows = conn.execute(
-            f"{_SELECT_EVENTS} WHERE position > ? ORDER BY position LIMIT ?", (after, batch)
-        ).fetchall()
-        for row in rows:
-            yield stored_event(row)
-        if len(rows) < batch:
-            return
-        after = rows[-1][0]
 
 
 def log_position(conn: sqlite3.Connection) -> int:

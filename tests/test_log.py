@@ -9,7 +9,7 @@ import pytest
 
 from eventstore.db import open_store, transaction
 from eventstore.errors import ConfigurationError, EventConflict, StoreCorrupt
-from eventstore.log import append, event_record, read_events
+from eventstore.log import append, event_record
 from eventstore.samples import sample_body
 
 RECEIVED = "2026-08-04T12:00:00.000Z"
@@ -71,16 +71,6 @@ def test_a_body_that_is_not_an_event_is_recorded_as_quarantined(store: sqlite3.C
     rows = store.execute("SELECT status, quarantine_reason FROM events").fetchall()
     assert [status for status, _ in rows] == ["quarantined", "quarantined"]
     assert "not valid JSON" in rows[0][1] and "not an object" in rows[1][1]
-
-
-def test_read_events_streams_in_position_order(store: sqlite3.Connection) -> None:
-    with transaction(store):
-        for n in range(25):
-            append(store, _record(f"msg_{n:02d}", sample_body("session.created")))
-    events = list(read_events(store, after=3, batch=7))
-    assert [e.position for e in events] == list(range(4, 26))
-    assert events[0].record.envelope is not None
-    assert events[0].record.envelope.object_type == "session"
 
 
 def test_a_file_that_is_not_a_database_is_refused_clearly(db_path: Path) -> None:

@@ -12,7 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from projections.fields import Doc, find_by_id, flag, iso, number, obj, path_text, text
+from projections.fields import (
+    Doc,
+    actor_id,
+    find_by_id,
+    flag,
+    full_name,
+    iso,
+    number,
+    obj,
+    path_text,
+    text,
+)
 
 Extract = Callable[[Doc], Any]
 
@@ -67,12 +78,7 @@ _primary_email = _primary("email_addresses", "primary_email_address_id", "email_
 
 
 def _display_name(d: Doc) -> str | None:
-    names = [name for name in (text(d, "first_name"), text(d, "last_name")) if name]
-    return " ".join(names) or text(d, "username") or _primary_email(d)
-
-
-def _actor_id(d: Doc) -> str | None:
-    return text(obj(d, "actor"), "sub")
+    return full_name(d) or text(d, "username") or _primary_email(d)
 
 
 def _grand_total(d: Doc) -> int | float | None:
@@ -120,7 +126,7 @@ DOMAIN = EntitySpec("organizationDomain", "organization_domains", (
 SESSION = EntitySpec("session", "sessions", (
     _text("user_id"), _text("client_id"), _text("status"), _time("last_active_at"),
     _time("expire_at"), _time("abandon_at"), _text("last_active_organization_id"),
-    Column("actor_id", "TEXT", _actor_id),
+    Column("actor_id", "TEXT", actor_id),
 ))  # fmt: skip
 
 ROLE = EntitySpec("role", "roles", (_text("key"), _text("name"), _text("description")))

@@ -67,3 +67,14 @@ def find_by_id(items: object, wanted: str | None, key: str) -> str | None:
         if isinstance(item, dict) and item.get("id") == wanted:
             return text(item, key)
     return None
+
+
+def full_name(doc: Doc | None) -> str | None:
+    """``first_name`` and ``last_name`` of a user-like object, whichever are present."""
+    names = [name for name in (text(doc, "first_name"), text(doc, "last_name")) if name]
+    return " ".join(names) or None
+
+
+def actor_id(session: Doc | None) -> str | None:
+    """The impersonating user of a session (``actor.sub``), if any."""
+    return path_text(session, "actor", "sub")

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from functools import cache
 
-from projections.fields import Doc, obj, path_text, text
+from projections.fields import Doc, actor_id, full_name, obj, path_text, text
 
 Summarise = Callable[[str, Doc], str]
 
@@ -24,10 +24,14 @@ def _words(action: str) -> str:
 
 def person(doc: Doc | None, fallback: str | None = None) -> str:
     """A person's name from a user-like object, else its username or id."""
-    names = [n for n in (text(doc, "first_name"), text(doc, "last_name")) if n]
-    if names:
-        return " ".join(names)
-    return text(doc, "username") or text(doc, "id") or text(doc, "user_id") or fallback or "?"
+    return (
+        full_name(doc)
+        or text(doc, "username")
+        or text(doc, "id")
+        or text(doc, "user_id")
+        or fallback
+        or "?"
+    )
 
 
 def _organization(name: str | None, org_id: str | None) -> str:
@@ -48,7 +52,7 @@ def _user(action: str, d: Doc) -> str:
 
 def _session(action: str, d: Doc) -> str:
     owner = person(obj(d, "user"), text(d, "user_id"))
-    actor = path_text(d, "actor", "sub")
+    actor = actor_id(d)
     suffix = f" (impersonated by {actor})" if actor else ""
     return f"Session {text(d, 'id')} of {owner} {_words(action)}{suffix}"
 

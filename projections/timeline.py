@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from projections.fields import Doc, obj, path_text, text
+from projections.fields import Doc, actor_id, obj, path_text, text
 from projections.summary import summarise
 
 Fields = tuple[str | None, str | None, str | None, str | None, str | None, str]
@@ -57,7 +57,7 @@ def timeline_fields(
     object_type: str | None, action: str | None, event_type: str, doc: Doc, data: Doc | None
 ) -> Fields:
     request = obj(obj(doc, "event_attributes"), "http_request")
-    actor = text(obj(data, "actor"), "sub") if object_type == "session" else None
+    actor = actor_id(data) if object_type == "session" else None
     return (
         user_id(object_type, action, data),
         organization_id(object_type, data),

@@ -54,6 +54,17 @@ def busy_timeout_ms(env: Mapping[str, str]) -> int:
     return _positive_int(env, BUSY_TIMEOUT_ENV, BUSY_TIMEOUT_MS, "milliseconds")
 
 
+def configured_secrets(
+    flag: str | None, env: Mapping[str, str]
+) -> tuple[SigningSecret, ...] | None:
+    """The secrets given by ``--secret``, else by the env var; None when neither is set."""
+    if flag is not None:
+        return parse_secrets(flag, "--secret")
+    if SECRET_ENV in env:
+        return parse_secrets(env[SECRET_ENV], SECRET_ENV)
+    return None
+
+
 def resolve_secrets(
     db_path: Path,
     flag: str | None,
@@ -62,10 +73,9 @@ def resolve_secrets(
 ) -> tuple[tuple[SigningSecret, ...], bool]:
     """The secrets to verify with: ``--secret``, else the env var, else the development secret
     kept beside the store (created once; ``announce`` is told). Returns (secrets, is_dev)."""
-    if flag is not None:
-        return parse_secrets(flag, "--secret"), False
-    if SECRET_ENV in env:
-        return parse_secrets(env[SECRET_ENV], SECRET_ENV), False
+    configured = configured_secrets(flag, env)
+    if configured is not None:
+        return configured, False
     path = dev_secret_path(db_path)
     created = ensure_dev_secret(path)
     if announce is not None:

@@ -13,11 +13,10 @@ import httpx
 from eventstore.cli.options import db_option
 from eventstore.errors import ConfigurationError, SendFailed
 from eventstore.samples import sample_body, sample_event_id, sample_names
-from eventstore.settings import SECRET_ENV
+from eventstore.settings import SECRET_ENV, configured_secrets
 from eventstore.signing_secrets import (
     SigningSecret,
     dev_secret_path,
-    parse_secrets,
     read_dev_secret,
 )
 from eventstore.verify import sign
@@ -26,10 +25,10 @@ DEFAULT_URL = "http://127.0.0.1:8000/webhooks/clerk"
 
 
 def _secrets(flag: str | None, db_path: Path) -> tuple[SigningSecret, ...]:
-    if flag is not None:
-        return parse_secrets(flag, "--secret")
-    if SECRET_ENV in os.environ:
-        return parse_secrets(os.environ[SECRET_ENV], SECRET_ENV)
+    """As the server resolves them, but never creating the development secret."""
+    configured = configured_secrets(flag, os.environ)
+    if configured is not None:
+        return configured
     path = dev_secret_path(db_path)
     if not path.exists():
         raise ConfigurationError(

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 
 from eventstore.db import transaction
-from projections.apply import insert_timeline, upsert_sql
+from projections.apply import insert_timeline, upsert_rows
 from projections.entities import SPECS
 from projections.fold import LoggedEvent, claim, entity_row, parse_logged, timeline_row
 from projections.schema import INDEXES, TIMELINE, index_ddl
@@ -88,8 +88,7 @@ def fill_entities(conn: sqlite3.Connection, winners: Sequence[Winner]) -> int:
                 by_table.setdefault(table, []).append(row)
         with transaction(conn):
             for spec in SPECS:
-                conn.executemany(upsert_sql(spec, SHADOW_NAMES[spec.table]),
-                                 by_table.get(spec.table, ()))  # fmt: skip
+                upsert_rows(conn, spec, by_table.get(spec.table, ()), SHADOW_NAMES[spec.table])
     return len(winners)
 
 

@@ -18,6 +18,13 @@ WRITER_CACHE_KIB = 65_536
 B-trees (the log, deliveries, the timeline's indexes, an entity table), and with the default
 their pages are read back from the OS again and again."""
 
+SECURE_DELETE = "OFF"
+"""Debian's SQLite zeroes every freed page by default (``SQLITE_SECURE_DELETE``), so dropping
+a rebuild's old projections rewrote them whole through the WAL, holding the write lock: 21 s
+at a million events, long enough for the server to answer 503. Nothing is ever erased from
+this store (the log keeps every body), so zeroing protects nothing; with it off the swap of a
+million-event rebuild takes a second."""
+
 
 def translate(error: sqlite3.Error, path: Path | str = "the store") -> StoreError:
     """Our error for a ``sqlite3`` error: locked, full, read-only and I/O errors are
@@ -54,6 +61,7 @@ def connect(
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute(f"PRAGMA secure_delete = {SECURE_DELETE}")
         if cache_kib is not None:
             conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
         return conn

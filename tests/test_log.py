@@ -93,3 +93,11 @@ def test_a_missing_store_is_not_created_unless_asked(db_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="no store at"):
         open_store(db_path)
     assert not db_path.exists()
+
+
+def test_store_connections_do_not_zero_freed_pages(db_path: Path) -> None:
+    """Debian builds SQLite with secure_delete on: dropping a rebuild's old projections would
+    rewrite every freed page under the write lock (see ``eventstore.db.SECURE_DELETE``)."""
+    conn = open_store(db_path, create=True)
+    assert conn.execute("PRAGMA secure_delete").fetchone() == (0,)
+    conn.close()

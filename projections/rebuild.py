@@ -1,7 +1,8 @@
 """Rebuilding every projection from the log, while the server keeps ingesting.
 
 1. Note the log head ``upto`` and fill shadow tables (``_rebuild_<table>``) with the log up to
-   it (``projections.shadow``, in short transactions), then index them.
+   it (``projections.shadow``, in short transactions, parsing in worker processes for a large
+   log), then index them.
 2. In one ``BEGIN IMMEDIATE`` transaction: project the events appended since ``upto`` into the
    shadow tables with the live rule, then drop the live tables and rename the shadows in place.
 
@@ -76,21 +77,37 @@ def _without_gc() -> Iterator[None]:
             gc.enable()
 
 
-def rebuild(path: Path, *, check: bool = False, progress: Progress | None = None) -> RebuildResult:
-    """Rebuild (or with ``check``, rebuild aside and compare) the projections of ``path``."""
+def rebuild(
+    path: Path,
+    *,
+    check: bool = False,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> RebuildResult:
+    """Rebuild (or with ``check``, rebuild aside and compare) the projections of ``path``.
+
+    :param workers: processes that parse and fold the log (0: none; None: one per core when
+        the log is large, see ``projections.shadow``).
+    """
     conn = open_store(path, synchronous="NORMAL")
     try:
         with _without_gc():
-            return _rebuild(conn, check, progress)
+            return _rebuild(conn, path, check, progress, workers)
     finally:
         conn.close()
 
 
-def _rebuild(conn: sqlite3.Connection, check: bool, progress: Progress | None) -> RebuildResult:
+def _rebuild(
+    conn: sqlite3.Connection,
+    path: Path,
+    check: bool,
+    progress: Progress | None,
+    workers: int | None,
+) -> RebuildResult:
     conn.execute("PRAGMA legacy_alter_table = ON")
     upto = log_position(conn)
     gen = generation(conn) + 1
-    count = build_shadow(conn, upto, gen, progress)
+    count = build_shadow(conn, path, upto, gen, progress, workers)
     conn.execute("PRAGMA synchronous = FULL")
     differences: tuple[str, ...] = ()
     with transaction(conn):

@@ -8,12 +8,17 @@ not the entities' order.
 
 from __future__ import annotations
 
-from projections.fold import Claim, ClaimKey
+from collections.abc import Iterator
+
+from projections.fold import ClaimKey
 
 Entry = tuple[ClaimKey, int, bool, str | None]
 """``(best key, its event's position, deleted, deleted_at)``."""
 Winner = tuple[str, str, int, bool, str | None]
 """``(table, entity id, position of the winning event, deleted, deleted_at)``."""
+Claimed = tuple[str, str, ClaimKey, int, bool, str | None]
+"""A claim as a rebuild's worker reports it: ``(table, entity id, key, position of its event,
+is_delete, deleted_at)``."""
 
 
 def _earliest(a: str | None, b: str | None) -> str | None:
@@ -26,22 +31,34 @@ def _combine(old: Entry, new: Entry) -> Entry:
 
 
 class Winners:
-    """The best claim seen per entity (table and id), and its entity's deletion."""
+    """The best claim seen per entity, and its entity's deletion.
+
+    A dict of entries per table, keyed by entity id: at a million events a rebuild holds
+    hundreds of thousands of entities, so an entry is one small tuple and nothing more.
+    """
 
     def __init__(self) -> None:
-        self.entries: dict[tuple[str, str], Entry] = {}
+        self.tables: dict[str, dict[str, Entry]] = {}
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return sum(len(entries) for entries in self.tables.values())
 
-    def add(self, found: Claim, position: int) -> None:
-        entity = (found.spec.table, found.entity_id)
-        new: Entry = (found.key, position, found.is_delete, found.deleted_at)
-        old = self.entries.get(entity)
-        self.entries[entity] = new if old is None else _combine(old, new)
+    def add(
+        self, table: str, entity_id: str, key: ClaimKey, position: int, is_delete: bool,
+        deleted_at: str | None,
+    ) -> None:  # fmt: skip
+        entries = self.tables.get(table)
+        if entries is None:
+            entries = self.tables[table] = {}
+        new: Entry = (key, position, is_delete, deleted_at)
+        old = entries.get(entity_id)
+        entries[entity_id] = new if old is None else _combine(old, new)
 
-    def ordered(self) -> list[Winner]:
+    def ordered(self) -> Iterator[Winner]:
         """Every entity's winner, in (table, id) order: the order its rows are best written in
         (appending to the tables' primary-key B-trees instead of inserting at random)."""
-        return [(table, entity_id, e[1], e[2], e[3])
-                for (table, entity_id), e in sorted(self.entries.items())]  # fmt: skip
+        for table in sorted(self.tables):
+            entries = self.tables[table]
+            for entity_id in sorted(entries):
+                _, position, deleted, deleted_at = entries[entity_id]
+                yield table, entity_id, position, deleted, deleted_at

@@ -10,8 +10,10 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from eventstore.samples import sample_body, sample_names
-from projections import rebuild
+from projections import rebuild, shadow
 from projections.schema import PROJECTION_TABLES
 from projections.tables import write_meta
 from tests.support.direct import append_all, digest, new_store
@@ -77,6 +79,23 @@ def test_progress_is_reported_for_every_event(db_path: Path) -> None:
     seen: list[int] = []
     result = rebuild(db_path, progress=seen.append)
     assert sum(seen) == result.events == len(sample_names())
+
+
+def test_worker_processes_rebuild_exactly_what_one_process_does(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = _samples(db_path)
+    append_all(conn, [(f"msg_u_{n:04d}", _user_event(n)) for n in range(400)])
+    live, total = digest(conn), conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    conn.close()
+    monkeypatch.setattr(shadow, "SCAN_BATCH", 7)  # many chunks and jobs
+    seen: list[int] = []
+    pooled = rebuild(db_path, workers=2, progress=seen.append)
+    alone = rebuild(db_path, workers=0)
+    assert pooled.digest == alone.digest == live
+    assert pooled.rows == alone.rows
+    assert sum(seen) == pooled.events == total
+    assert len(seen) > 50
 
 
 def test_quarantined_events_are_projected_nowhere(db_path: Path) -> None:

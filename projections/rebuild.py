@@ -4,12 +4,14 @@
    it (``projections.shadow``, in short transactions, parsing in worker processes for a large
    log), then index them.
 2. In one ``BEGIN IMMEDIATE`` transaction: project the events appended since ``upto`` into the
-   shadow tables with the live rule, then drop the live tables and rename the shadows in place.
+   shadow tables with the live rule, then swap names: the shadows become the live tables and
+   the old live tables take the shadow names.
+3. Drop the old tables a few thousand rows per transaction (``tables.drop_gradually``).
 
-The server's writer is only ever held up for one batch or one index build. Readers see the old
-projections until step 2 commits, then the new ones. ``check`` stops before the swap, compares
-the shadow with the live tables under the write lock (so both reflect the same log), and drops
-the shadow.
+The server's writer is only ever held up for one batch, one index build or the swap. Readers
+see the old projections until step 2 commits, then the new ones. ``check`` stops before the
+swap, compares the shadow with the live tables under the write lock (so both reflect the same
+log), and drops the shadow.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from projections.shadow import Progress, build_shadow, scan
 from projections.tables import (
     SHADOW_NAMES,
     create_fresh,
-    drop_tables,
+    drop_gradually,
     generation,
     is_current,
     row_counts,
@@ -115,9 +117,9 @@ def _rebuild(
         position = log_position(conn)
         if check:
             differences = _differences(conn)
-            drop_tables(conn, SHADOW_NAMES)
         else:
             swap_in(conn, SHADOW_NAMES, gen)
+    drop_gradually(conn, SHADOW_NAMES)  # the shadows after a check, else the old tables
     return _result(conn, count, position, differences)
 
 

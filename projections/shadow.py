@@ -34,7 +34,7 @@ from projections.fold import (
     timeline_row,
 )
 from projections.schema import INDEXES, TIMELINE, index_ddl
-from projections.tables import SHADOW_NAMES, create_tables, drop_tables
+from projections.tables import SHADOW_NAMES, create_tables, drop_gradually
 from projections.winners import Claimed, Winner, Winners
 from projections.workers import default_workers, worker_pool
 
@@ -165,8 +165,8 @@ def build_shadow(
     """Create the shadow tables and fill them with the log up to ``upto``; returns the number
     of events projected. ``workers``: processes that parse and fold (None: one per core for a
     large log, none for a small one)."""
+    drop_gradually(conn, SHADOW_NAMES)  # left by a rebuild that was stopped
     with transaction(conn):
-        drop_tables(conn, SHADOW_NAMES)
         create_tables(conn, SHADOW_NAMES)
     if workers is None:
         workers = default_workers() if upto >= POOL_MIN_EVENTS else 0

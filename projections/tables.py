@@ -2,7 +2,7 @@
 
 ``_projection_meta`` records the schema fingerprint the tables were built with and the index
 generation (see ``projections.schema.index_ddl``). Functions here run inside the caller's
-transaction.
+transaction, except :func:`drop_gradually`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 
+from eventstore.db import transaction
 from projections.schema import (
     INDEXES,
     META,
@@ -22,6 +23,10 @@ from projections.schema import (
 )
 
 SHADOW_PREFIX = "_rebuild_"
+RETIRING = "_rebuild_retiring"
+"""A live table's name for a moment during :func:`swap_in`."""
+DROP_BATCH = 5_000
+"""Rows deleted per transaction by :func:`drop_gradually`."""
 LIVE_NAMES: Mapping[str, str] = {table: table for table in PROJECTION_TABLES}
 SHADOW_NAMES: Mapping[str, str] = {t: SHADOW_PREFIX + t for t in PROJECTION_TABLES}
 
@@ -63,6 +68,37 @@ def drop_tables(conn: sqlite3.Connection, names: Mapping[str, str]) -> None:
         conn.execute(f"DROP TABLE IF EXISTS {name}")
 
 
+def _exists(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
+
+
+def _drop_one_gradually(conn: sqlite3.Connection, name: str) -> None:
+    indexes = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
+        (name,),
+    ).fetchall()
+    for (index,) in indexes:
+        with transaction(conn):
+            conn.execute(f"DROP INDEX {index}")
+    delete = f"DELETE FROM {name} WHERE rowid IN (SELECT rowid FROM {name} LIMIT {DROP_BATCH})"
+    while True:
+        with transaction(conn):
+            if conn.execute(delete).rowcount == 0:
+                conn.execute(f"DROP TABLE {name}")
+                return
+
+
+def drop_gradually(conn: sqlite3.Connection, names: Mapping[str, str]) -> None:
+    """Drop the tables ``names`` (if they exist) in many short transactions of their own, not
+    in the caller's: one ``DROP TABLE`` of a million-row table reads every page of it under the
+    write lock, several seconds when they are not cached, and the server would wait that long.
+    """
+    for name in names.values():
+        if _exists(conn, name):
+            _drop_one_gradually(conn, name)
+
+
 def create_tables(conn: sqlite3.Connection, names: Mapping[str, str]) -> None:
     for table, name in names.items():
         conn.execute(table_ddl(table, name))
@@ -84,15 +120,21 @@ def create_views(conn: sqlite3.Connection) -> None:
 
 
 def swap_in(conn: sqlite3.Connection, shadow: Mapping[str, str], gen: int) -> None:
-    """Replace the live tables by the ``shadow`` ones (built for generation ``gen``).
+    """Put the ``shadow`` tables (built for generation ``gen``) in place of the live ones, which
+    take the shadow names: renames only, so the caller's transaction stays short however large
+    the tables are (drop the old ones afterwards with :func:`drop_gradually`).
 
     Needs ``PRAGMA legacy_alter_table = ON`` on ``conn``: the renames must not rewrite or
     re-check the other tables' references while the live tables are gone.
     """
     drop_views(conn)
     for table, name in shadow.items():
-        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        live = _exists(conn, table)
+        if live:
+            conn.execute(f"ALTER TABLE {table} RENAME TO {RETIRING}")
         conn.execute(f"ALTER TABLE {name} RENAME TO {table}")
+        if live:
+            conn.execute(f"ALTER TABLE {RETIRING} RENAME TO {name}")
     create_views(conn)
     write_meta(conn, fingerprint=fingerprint(), generation=gen)
 

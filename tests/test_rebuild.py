@@ -3,6 +3,7 @@ server keeps ingesting."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import sqlite3
 import subprocess
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from eventstore.db import transaction
 from eventstore.samples import sample_body, sample_names
-from projections import rebuild, shadow
+from projections import rebuild, shadow, tables
 from projections.schema import PROJECTION_TABLES
-from projections.tables import write_meta
+from projections.tables import SHADOW_NAMES, create_indexes, create_tables, write_meta
 from tests.support.direct import append_all, digest, new_store
 from tests.support.history import envelope
 from tests.support.server import Server, running_server
@@ -96,6 +98,56 @@ def test_worker_processes_rebuild_exactly_what_one_process_does(
     assert pooled.rows == alone.rows
     assert sum(seen) == pooled.events == total
     assert len(seen) > 50
+
+
+def _leftovers(conn: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE name LIKE '\\_rebuild\\_%' ESCAPE '\\'"
+    )]  # fmt: skip
+
+
+def test_old_tables_and_stopped_rebuilds_leftovers_are_dropped(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = _samples(db_path)
+    live = digest(conn)
+    with transaction(conn):  # what a rebuild stopped half-way leaves behind
+        create_tables(conn, SHADOW_NAMES)
+        conn.executemany(
+            f"INSERT INTO {SHADOW_NAMES['audit_timeline']} (position, event_id) VALUES (?, ?)",
+            [(n, f"msg_left_{n}") for n in range(20)],
+        )
+    assert len(_leftovers(conn)) == len(SHADOW_NAMES)
+    monkeypatch.setattr(tables, "DROP_BATCH", 3)  # several transactions per table
+    assert rebuild(db_path).digest == live
+    assert _leftovers(conn) == []
+    assert rebuild(db_path, check=True).differences == ()
+    assert _leftovers(conn) == []
+    conn.close()
+
+
+def test_old_tables_are_dropped_a_few_rows_per_transaction(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = _samples(db_path)
+    with transaction(conn):
+        create_tables(conn, SHADOW_NAMES)
+        create_indexes(conn, SHADOW_NAMES, 99)
+        conn.executemany(
+            f"INSERT INTO {SHADOW_NAMES['audit_timeline']} (position, event_id) VALUES (?, ?)",
+            [(n, f"msg_left_{n}") for n in range(20)],
+        )
+    monkeypatch.setattr(tables, "DROP_BATCH", 3)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    tables.drop_gradually(conn, {"audit_timeline": SHADOW_NAMES["audit_timeline"]})
+    conn.set_trace_callback(None)
+    assert not [name for name in _leftovers(conn) if "audit_timeline" in name]
+    commits = [n for n, statement in enumerate(statements) if statement == "COMMIT"]
+    deletes = [n for n, statement in enumerate(statements) if statement.startswith("DELETE")]
+    assert len(deletes) == 20 // 3 + 2  # 7 batches of rows, then the empty one before the drop
+    assert all(any(d < c < e for c in commits) for d, e in itertools.pairwise(deletes))
+    conn.close()
 
 
 def test_quarantined_events_are_projected_nowhere(db_path: Path) -> None:

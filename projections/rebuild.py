@@ -27,6 +27,7 @@ from eventstore.db import open_store, transaction
 from eventstore.log import log_position
 from projections.apply import apply_event
 from projections.digest import state_digest, table_digests
+from projections.pacing import Pacer
 from projections.shadow import Progress, build_shadow, scan
 from projections.tables import (
     SHADOW_NAMES,
@@ -109,7 +110,8 @@ def _rebuild(
     conn.execute("PRAGMA legacy_alter_table = ON")
     upto = log_position(conn)
     gen = generation(conn) + 1
-    count = build_shadow(conn, path, upto, gen, progress, workers)
+    pacer = Pacer(conn)
+    count = build_shadow(pacer, path, upto, gen, progress, workers)
     conn.execute("PRAGMA synchronous = FULL")
     differences: tuple[str, ...] = ()
     with transaction(conn):
@@ -119,7 +121,7 @@ def _rebuild(
             differences = _differences(conn)
         else:
             swap_in(conn, SHADOW_NAMES, gen)
-    drop_gradually(conn, SHADOW_NAMES)  # the shadows after a check, else the old tables
+    drop_gradually(pacer, SHADOW_NAMES)  # the shadows after a check, else the old tables
     return _result(conn, count, position, differences)
 
 

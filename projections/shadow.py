@@ -4,7 +4,7 @@ The log up to the rebuild's start is folded chunk by chunk in position order
 (:func:`fold_range`): each event's timeline row is written, and its claim reduced in memory to
 the winner per entity (``projections.winners``). Then the winning events are read back, in
 (table, id) order, and their entity rows written (:func:`entity_rows`). Every write is a short
-transaction, so the live server never waits long for the lock.
+transaction, paced so the live server never waits long for the lock (``projections.pacing``).
 
 The folding (parsing each body, working out its rows and claim) runs in worker processes for
 a large log (``projections.workers``), while this process writes: measured on 200,000 events
@@ -21,7 +21,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from eventstore.db import connect, transaction
+from eventstore.db import connect
 from projections.apply import insert_timeline, upsert_rows
 from projections.entities import SPECS
 from projections.fold import (
@@ -33,6 +33,7 @@ from projections.fold import (
     parse_logged,
     timeline_row,
 )
+from projections.pacing import Pacer
 from projections.schema import INDEXES, TIMELINE, index_ddl
 from projections.tables import SHADOW_NAMES, create_tables, drop_gradually
 from projections.winners import Claimed, Winner, Winners
@@ -121,12 +122,12 @@ def entity_rows(path: str, winners: Sequence[Winner]) -> dict[str, list[EntityRo
 
 
 def fill_timeline(
-    conn: sqlite3.Connection, folded: Iterator[Folded], winners: Winners, progress: Progress | None
+    pacer: Pacer, folded: Iterator[Folded], winners: Winners, progress: Progress | None
 ) -> int:
     """Write the timeline rows of each folded chunk and reduce its claims into ``winners``."""
     count = 0
     for rows, claims in folded:
-        with transaction(conn):
+        with pacer.transaction() as conn:
             insert_timeline(conn, rows, SHADOW_NAMES[TIMELINE])
         for claimed in claims:
             winners.add(*claimed)
@@ -136,10 +137,10 @@ def fill_timeline(
     return count
 
 
-def fill_entities(conn: sqlite3.Connection, chunks: Iterator[dict[str, list[EntityRow]]]) -> None:
+def fill_entities(pacer: Pacer, chunks: Iterator[dict[str, list[EntityRow]]]) -> None:
     """Write the entity rows of each chunk."""
     for by_table in chunks:
-        with transaction(conn):
+        with pacer.transaction() as conn:
             for spec in SPECS:
                 upsert_rows(conn, spec, by_table.get(spec.table, ()), SHADOW_NAMES[spec.table])
 
@@ -155,7 +156,7 @@ def _chunks(upto: int) -> Iterator[tuple[int, int]]:
 
 
 def build_shadow(
-    conn: sqlite3.Connection,
+    pacer: Pacer,
     path: Path,
     upto: int,
     generation: int,
@@ -165,18 +166,18 @@ def build_shadow(
     """Create the shadow tables and fill them with the log up to ``upto``; returns the number
     of events projected. ``workers``: processes that parse and fold (None: one per core for a
     large log, none for a small one)."""
-    drop_gradually(conn, SHADOW_NAMES)  # left by a rebuild that was stopped
-    with transaction(conn):
+    drop_gradually(pacer, SHADOW_NAMES)  # left by a rebuild that was stopped
+    with pacer.transaction() as conn:
         create_tables(conn, SHADOW_NAMES)
     if workers is None:
         workers = default_workers() if upto >= POOL_MIN_EVENTS else 0
     winners, where = Winners(), str(path)
     with worker_pool(workers) as run:
         jobs = ((where, after, last) for after, last in _chunks(upto))
-        count = fill_timeline(conn, run(fold_range, jobs), winners, progress)
+        count = fill_timeline(pacer, run(fold_range, jobs), winners, progress)
         chunks = ((where, chunk) for chunk in _batches(winners.ordered(), ENTITY_BATCH))
-        fill_entities(conn, run(entity_rows, chunks))
+        fill_entities(pacer, run(entity_rows, chunks))
     for index in INDEXES:
-        with transaction(conn):
+        with pacer.transaction() as conn:
             conn.execute(index_ddl(index, SHADOW_NAMES[index.table], generation))
     return count

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 
-from eventstore.db import transaction
+from projections.pacing import Pacer
 from projections.schema import (
     INDEXES,
     META,
@@ -73,30 +73,31 @@ def _exists(conn: sqlite3.Connection, name: str) -> bool:
     return found.fetchone() is not None
 
 
-def _drop_one_gradually(conn: sqlite3.Connection, name: str) -> None:
-    indexes = conn.execute(
+def _drop_one_gradually(pacer: Pacer, name: str) -> None:
+    indexes = pacer.conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
         (name,),
     ).fetchall()
     for (index,) in indexes:
-        with transaction(conn):
+        with pacer.transaction() as conn:
             conn.execute(f"DROP INDEX {index}")
     delete = f"DELETE FROM {name} WHERE rowid IN (SELECT rowid FROM {name} LIMIT {DROP_BATCH})"
     while True:
-        with transaction(conn):
+        with pacer.transaction() as conn:
             if conn.execute(delete).rowcount == 0:
                 conn.execute(f"DROP TABLE {name}")
                 return
 
 
-def drop_gradually(conn: sqlite3.Connection, names: Mapping[str, str]) -> None:
+def drop_gradually(pacer: Pacer, names: Mapping[str, str]) -> None:
     """Drop the tables ``names`` (if they exist) in many short transactions of their own, not
     in the caller's: one ``DROP TABLE`` of a million-row table reads every page of it under the
     write lock, several seconds when they are not cached, and the server would wait that long.
+    The transactions are paced (``projections.pacing``).
     """
     for name in names.values():
-        if _exists(conn, name):
-            _drop_one_gradually(conn, name)
+        if _exists(pacer.conn, name):
+            _drop_one_gradually(pacer, name)
 
 
 def create_tables(conn: sqlite3.Connection, names: Mapping[str, str]) -> None:

@@ -16,6 +16,7 @@ import pytest
 from eventstore.db import transaction
 from eventstore.samples import sample_body, sample_names
 from projections import rebuild, shadow, tables
+from projections.pacing import Pacer
 from projections.schema import PROJECTION_TABLES
 from projections.tables import SHADOW_NAMES, create_indexes, create_tables, write_meta
 from tests.support.direct import append_all, digest, new_store
@@ -140,7 +141,7 @@ def test_old_tables_are_dropped_a_few_rows_per_transaction(
     monkeypatch.setattr(tables, "DROP_BATCH", 3)
     statements: list[str] = []
     conn.set_trace_callback(statements.append)
-    tables.drop_gradually(conn, {"audit_timeline": SHADOW_NAMES["audit_timeline"]})
+    tables.drop_gradually(Pacer(conn), {"audit_timeline": SHADOW_NAMES["audit_timeline"]})
     conn.set_trace_callback(None)
     assert not [name for name in _leftovers(conn) if "audit_timeline" in name]
     commits = [n for n, statement in enumerate(statements) if statement == "COMMIT"]

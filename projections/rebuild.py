@@ -6,7 +6,8 @@
 2. In one ``BEGIN IMMEDIATE`` transaction: project the events appended since ``upto`` into the
    shadow tables with the live rule, then swap names: the shadows become the live tables and
    the old live tables take the shadow names.
-3. Drop the old tables a few thousand rows per transaction (``tables.drop_gradually``).
+3. Drop the old tables a few thousand rows per transaction (``tables.drop_gradually``), in a
+   thread, while the state digest is read.
 
 The server's writer is only ever held up for one batch, one index build or the swap. Readers
 see the old projections until step 2 commits, then the new ones. ``check`` stops before the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -121,8 +123,33 @@ def _rebuild(
             differences = _differences(conn)
         else:
             swap_in(conn, SHADOW_NAMES, gen)
-    drop_gradually(pacer, SHADOW_NAMES)  # the shadows after a check, else the old tables
-    return _result(conn, count, position, differences)
+    with _dropping_shadows(path):  # after a check the shadows, else the old live tables
+        return _result(conn, count, position, differences)
+
+
+@contextmanager
+def _dropping_shadows(path: Path) -> Iterator[None]:
+    """Drop the shadow tables in a thread, with a connection of its own, during the block (the
+    digests are read meanwhile: SQLite does both without the GIL, on two cores)."""
+    failures: list[BaseException] = []
+
+    def drop() -> None:
+        conn = open_store(path, synchronous="NORMAL")
+        try:
+            drop_gradually(Pacer(conn), SHADOW_NAMES)
+        except BaseException as error:  # re-raised in the rebuilding thread
+            failures.append(error)
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=drop, name="clerk-audit-drop-old-tables")
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    if failures:
+        raise failures[0]
 
 
 def _differences(conn: sqlite3.Connection) -> tuple[str, ...]:

@@ -36,9 +36,10 @@ RETRY_AFTER_SECONDS = "5"
 
 
 def error_response(error: AuditStoreError) -> JSONResponse:
-    """The HTTP answer for one of our errors (the one place they are translated)."""
+    """The HTTP answer for one of our errors (the one place they are translated). Its text is
+    ``error.public``: a store error names its file only in the server's log."""
     headers = {"Retry-After": RETRY_AFTER_SECONDS} if error.status == 503 else None
-    return JSONResponse({"error": str(error)}, status_code=error.status, headers=headers)
+    return JSONResponse({"error": error.public}, status_code=error.status, headers=headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

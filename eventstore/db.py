@@ -32,16 +32,21 @@ def translate(error: sqlite3.Error, path: Path | str = "the store") -> StoreErro
     name = getattr(error, "sqlite_errorname", "") or ""
     text = str(error)
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
-        return StoreUnavailable(f"{path} is locked by another writer ({text})")
+        return _failed(StoreUnavailable, path, "is locked by another writer", text)
     if name.startswith("SQLITE_FULL") or "full" in text:
-        return StoreUnavailable(f"{path}: disk full ({text})")
+        return _failed(StoreUnavailable, path, "cannot grow: the disk is full", text)
     if name.startswith("SQLITE_READONLY") or "readonly" in text:
-        return StoreUnavailable(f"{path} is read-only ({text})")
+        return _failed(StoreUnavailable, path, "is read-only", text)
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "not a database" in text:
-        return StoreCorrupt(f"{path} is not a readable SQLite database ({text})")
+        return _failed(StoreCorrupt, path, "is not a readable SQLite database", text)
     if name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN")):
-        return StoreUnavailable(f"{path}: I/O error ({text})")
-    return StoreError(f"{path}: {text}")
+        return _failed(StoreUnavailable, path, "could not be read or written (I/O error)", text)
+    return _failed(StoreError, path, "failed", text)
+
+
+def _failed(kind: type[StoreError], path: Path | str, problem: str, text: str) -> StoreError:
+    """``kind`` naming ``path`` for the operator, and only "the store" for HTTP clients."""
+    return kind(f"{path} {problem} ({text})", public=f"the store {problem}")
 
 
 def connect(

@@ -25,6 +25,11 @@ class AuditStoreError(Exception):
     status: int = 500
     outcome: str = "unavailable"
 
+    @property
+    def public(self) -> str:
+        """What an HTTP client is told (the message, unless it names server internals)."""
+        return str(self)
+
 
 class ConfigurationError(AuditStoreError):
     """A setting is missing or malformed; raised at start-up, before serving."""
@@ -61,7 +66,16 @@ class EventConflict(AuditStoreError):
 
 
 class StoreError(AuditStoreError):
-    """The SQLite store failed."""
+    """The SQLite store failed. The message names the file for the operator; HTTP clients get
+    ``public``, which does not."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self._public = public
+
+    @property
+    def public(self) -> str:
+        return self._public or "the store failed; see the server log"
 
 
 class StoreUnavailable(StoreError):

@@ -199,7 +199,8 @@ class GroupCommitWriter:
             self._fail(group, _as_unavailable(error))
         except Exception:  # a bug must not leave requests waiting for ever
             log.exception("the writer failed on a group of %d jobs", len(group))
-            self._fail(group, StoreError("internal error while writing; see the server log"))
+            failure = "internal error while writing; see the server log"
+            self._fail(group, StoreError(failure, public=failure))
         _settle(group)
 
     def _in_savepoint(self, job: Job[Any]) -> tuple[Any, bool]:
@@ -251,9 +252,8 @@ class GroupCommitWriter:
             return
         if not self._detached:
             self._detach()
-        raise StoreUnavailable(
-            f"{self._path} was removed or replaced while the server was running; restart the server"
-        )
+        problem = "was removed or replaced while the server was running; restart the server"
+        raise StoreUnavailable(f"{self._path} {problem}", public=f"the store file {problem}")
 
     def _detach(self) -> None:
         """Move everything committed into the file we have open (wherever it is now) and empty
@@ -282,7 +282,9 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 def _as_unavailable(error: StoreError) -> StoreError:
-    return error if isinstance(error, StoreUnavailable) else StoreUnavailable(str(error))
+    if isinstance(error, StoreUnavailable):
+        return error
+    return StoreUnavailable(str(error), public=error.public)
 
 
 def _settle(group: list[_Pending[Any]]) -> None:

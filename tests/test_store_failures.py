@@ -149,6 +149,7 @@ def _assert_unavailable(response: httpx.Response) -> str:
     assert response.headers["retry-after"].isdigit()
     assert list(response.json()) == ["error"]
     error: str = response.json()["error"]
+    assert "/" not in error, "a 503 must not show the server's file paths"
     return error
 
 

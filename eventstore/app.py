@@ -25,10 +25,11 @@ from eventstore.errors import (
 )
 from eventstore.log import event_record, sha256_hex
 from eventstore.records import DeliveryRecord
-from eventstore.settings import Settings
+from eventstore.settings import LOG_FORMAT, Settings
 from eventstore.timefmt import now_iso
 from eventstore.verify import Verifier, claimed_event_id, claimed_timestamp
-from eventstore.writer import AppendJob, DeliveryJob, GroupCommitWriter, PositionJob, Projector
+from eventstore.writer import AppendJob, DeliveryJob, PositionJob, Projector
+from eventstore.writer_process import WriterProcess
 
 log = logging.getLogger("clerk_audit.ingest")
 
@@ -96,7 +97,7 @@ class Arrival:
 class Ingest:
     """The ingest route: read, verify, append, answer."""
 
-    def __init__(self, settings: Settings, writer: GroupCommitWriter) -> None:
+    def __init__(self, settings: Settings, writer: WriterProcess) -> None:
         self._limit = settings.max_body_bytes
         self._verifier = Verifier(settings.secrets)
         self._writer = writer
@@ -145,15 +146,16 @@ class Service:
     def __init__(self, settings: Settings, project: Projector | None) -> None:
         self._settings = settings
         self._project = project
-        self._writer: GroupCommitWriter | None = None
+        self._writer: WriterProcess | None = None
         self._ingest: Ingest | None = None
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        self._writer = GroupCommitWriter(
+        self._writer = WriterProcess(
             self._settings.db_path,
             project=self._project,
             busy_timeout_ms=self._settings.busy_timeout_ms,
+            log_format=LOG_FORMAT,
         )
         self._ingest = Ingest(self._settings, self._writer)
         try:

@@ -73,6 +73,10 @@ class StoreError(AuditStoreError):
         super().__init__(message)
         self._public = public
 
+    def __reduce__(self) -> tuple[type[StoreError], tuple[str, str | None]]:
+        """Pickled whole (the writer process sends its errors to the server's)."""
+        return type(self), (str(self), self._public)
+
     @property
     def public(self) -> str:
         return self._public or "the store failed; see the server log"

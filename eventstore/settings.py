@@ -23,6 +23,8 @@ DEFAULT_MAX_BODY_BYTES = 1_048_576
 BUSY_TIMEOUT_ENV = "CLERK_AUDIT_BUSY_TIMEOUT_MS"
 """How long a write waits for another connection's lock before answering 503 (milliseconds).
 Keep it well under Svix's 15 s answer deadline."""
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""How the server (and its writer process) log."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,9 +129,14 @@ def _fatal(error: StoreError) -> bool:
 @dataclass(slots=True)
 class _Pending(Generic[T]):
     job: Job[T]
-    future: asyncio.Future[T]
+    future: Any
+    """The ``asyncio.Future`` awaiting the job, or what ``settle`` knows it by."""
     outcome: Any = None
     failed: bool = False
+
+
+Settle = Callable[[list[_Pending[Any]]], None]
+"""Told each committed (or failed) group, in the writer thread."""
 
 
 class GroupCommitWriter:
@@ -143,9 +148,13 @@ class GroupCommitWriter:
         *,
         project: Projector | None = None,
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        settle: Settle | None = None,
     ) -> None:
+        """:param settle: how a group's outcomes reach their requests (default: the futures
+        :meth:`submit` made, resolved on their event loops)."""
         self._path = path
         self._project = project
+        self._settle: Settle = settle or _settle
         self._conn = connect(path, busy_timeout_ms=busy_timeout_ms, cache_kib=WRITER_CACHE_KIB)
         self._identity = _identity(path)
         self._held: list[DeliveryRecord] = []
@@ -160,8 +169,12 @@ class GroupCommitWriter:
         :raises StoreUnavailable: the group could not be committed.
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put(_Pending(job, future))
+        self.enqueue(job, future)
         return await future
+
+    def enqueue(self, job: Job[Any], handle: Any) -> None:
+        """Queue ``job`` for the next group; ``handle`` is given back to ``settle`` with it."""
+        self._queue.put(_Pending(job, handle))
 
     def close(self) -> None:
         """Finish the jobs already submitted, then stop the thread and close the connection."""
@@ -201,7 +214,7 @@ class GroupCommitWriter:
             log.exception("the writer failed on a group of %d jobs", len(group))
             failure = "internal error while writing; see the server log"
             self._fail(group, StoreError(failure, public=failure))
-        _settle(group)
+        self._settle(group)
 
     def _in_savepoint(self, job: Job[Any]) -> tuple[Any, bool]:
         """Run ``job`` under a savepoint of its own: (outcome, failed). A refused job is undone

@@ -8,6 +8,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -242,3 +243,57 @@ def test_an_answered_event_survives_sigkill_and_the_file_opens(
         assert row.fetchone() == (response.json()["position"], body)
     finally:
         conn.close()
+
+
+# --- the writer process -----------------------------------------------------------------------
+
+
+def _writer_pid(server: Server) -> int:
+    """The server's writer process (its child started by multiprocessing's ``spawn``)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == server.process.pid and b"spawn_main" in command:
+            return int(entry.name)
+    raise AssertionError("the server has no writer process")
+
+
+def _gone(pid: int, within: float = 30.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":  # exited, waiting for its parent (gone too) to be reaped
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_dead_writer_process_gives_503_and_says_so(tmp_path: Path, client: httpx.Client) -> None:
+    path = tmp_path / "audit.db"
+    with running_server(path, SECRET) as server:
+        stored = server.post(new_event_id(), user_created(), client=client)
+        assert stored.status_code == 200
+        os.kill(_writer_pid(server), signal.SIGKILL)
+        lost_id = new_event_id()
+        error = _assert_unavailable(server.post(lost_id, user_created(), client=client))
+        assert "writer process stopped" in error
+        _assert_unavailable(client.get(f"{server.url}/healthz"))
+        server.wait_for_log("the writer process stopped")
+    assert events_by_id(path, stored.json()["event_id"])
+    assert not events_by_id(path, lost_id)
+
+
+def test_the_writer_process_ends_with_the_server_however_it_ends(tmp_path: Path) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with running_server(tmp_path / f"audit-{sig}.db", SECRET) as server:
+            writer = _writer_pid(server)
+            server.stop(sig)
+            assert _gone(writer), f"the writer process outlived a server stopped by {sig!r}"

@@ -11,10 +11,8 @@ import uvicorn
 from eventstore.app import create_app
 from eventstore.cli.options import db_option
 from eventstore.db import open_store, probe_writable
-from eventstore.settings import load_settings
+from eventstore.settings import LOG_FORMAT, load_settings
 from projections import ensure_current, project
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _say(message: str) -> None:

@@ -48,12 +48,15 @@ def _own_cpu() -> float:
 
 
 def _process_cpu(pid: int | None) -> float:
-    """CPU seconds used so far by process ``pid`` and its threads (NaN if unknown)."""
+    """CPU seconds used so far by process ``pid``, its threads and its child processes (our
+    server's writer runs in one), NaN if unknown."""
     try:
-        times = psutil.Process(pid).cpu_times() if pid else None
+        root = psutil.Process(pid) if pid else None
+        processes = [root, *root.children(recursive=True)] if root else []
+        times = [process.cpu_times() for process in processes]
     except psutil.Error:
-        times = None
-    return float(times.user + times.system) if times else math.nan
+        times = []
+    return float(sum(t.user + t.system for t in times)) if times else math.nan
 
 
 async def _load(port: int, requests: Iterator[bytes], args: argparse.Namespace) -> Tally:

@@ -5,13 +5,14 @@ Prints one JSON object: ``seconds``, ``peak_rss_mb``, ``largest_process_rss_mb``
 is killed and ``returncode`` is null.
 
 ``peak_rss_mb`` is the most the command and all its child processes held resident at once (a
-rebuild runs worker processes), sampled every :data:`SAMPLE_S` from ``/proc``.
+rebuild runs worker processes), sampled every :data:`SAMPLE_S` (psutil).
 ``largest_process_rss_mb`` is the kernel's exact peak of the largest single process
 (``RUSAGE_CHILDREN``: this process exists only to run the command).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -20,41 +21,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
+
+import psutil
 
 SAMPLE_S = 0.05
 
 
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            tree.setdefault(parent, []).append(int(entry.name))
-    return tree
-
-
-def _rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def tree_rss_kib(root: int) -> int:
     """The resident memory of ``root`` and all its descendants, in KiB."""
-    tree, total, todo = _children(), 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += _rss_kib(pid)
-        todo.extend(tree.get(pid, ()))
+    total = 0
+    try:
+        process = psutil.Process(root)
+        family = [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for member in family:
+        with contextlib.suppress(psutil.Error):
+            total += member.memory_info().rss // 1024
     return total
 
 

@@ -95,7 +95,12 @@ def _add(section: Section, name: str, events: int, measured: Measured) -> None:
     rate = events / measured["seconds"]
     section.figure(f"{name}.events_per_s", f"{label}: events per second", "events/s").add(rate)
     section.figure(f"{name}.seconds", f"{label}: wall time", "s").add(measured["seconds"])
-    section.figure(f"{name}.peak_rss_mb", f"{label}: peak RSS", "MB").add(measured["peak_rss_mb"])
+    section.figure(f"{name}.peak_rss_mb", f"{label}: peak RSS, all processes", "MB").add(
+        measured["peak_rss_mb"]
+    )
+    section.figure(f"{name}.largest_rss_mb", f"{label}: peak RSS, largest process", "MB").add(
+        measured["largest_process_rss_mb"]
+    )
     print(f"    {name}: {rate:,.0f} events/s, peak RSS {measured['peak_rss_mb']:,.0f} MB",
           file=sys.stderr)  # fmt: skip
 

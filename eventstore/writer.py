@@ -1,6 +1,7 @@
 """The single writer: one thread owns the write connection and commits in groups.
 
-Requests hand jobs to :class:`GroupCommitWriter` and wait. The writer thread takes every job
+The server runs it in a process of its own (``eventstore.writer_process``). Requests hand jobs
+to :class:`GroupCommitWriter` and wait. The writer thread takes every job
 waiting at that moment, runs them all in one ``BEGIN IMMEDIATE`` transaction (each under its own
 SAVEPOINT, so one refused job does not undo the others) and commits once: one fsync
 (``synchronous=FULL``) for the whole group. Only then is each job's future resolved, so a 2xx is

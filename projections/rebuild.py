@@ -6,10 +6,10 @@
 2. In one ``BEGIN IMMEDIATE`` transaction: project the events appended since ``upto`` into the
    shadow tables with the live rule, then swap names: the shadows become the live tables and
    the old live tables take the shadow names.
-3. Drop the old tables a few thousand rows per transaction (``tables.drop_gradually``), in a
-   thread, while the state digest is read.
+3. Drop the old tables, each read first and then dropped index by index in transactions of
+   their own (``tables.drop_paced``), in a thread, while the state digest is read.
 
-The server's writer is only ever held up for one batch, one index build or the swap. Readers
+The server's writer is only ever held up for one batch, one index build or drop, or the swap. Readers
 see the old projections until step 2 commits, then the new ones. ``check`` stops before the
 swap, compares the shadow with the live tables under the write lock (so both reflect the same
 log), and drops the shadow.
@@ -34,7 +34,7 @@ from projections.shadow import Progress, build_shadow, scan
 from projections.tables import (
     SHADOW_NAMES,
     create_fresh,
-    drop_gradually,
+    drop_paced,
     generation,
     is_current,
     row_counts,
@@ -136,7 +136,7 @@ def _dropping_shadows(path: Path) -> Iterator[None]:
     def drop() -> None:
         conn = open_store(path, synchronous="NORMAL")
         try:
-            drop_gradually(Pacer(conn), SHADOW_NAMES)
+            drop_paced(Pacer(conn), SHADOW_NAMES)
         except BaseException as error:  # re-raised in the rebuilding thread
             failures.append(error)
         finally:

@@ -35,7 +35,7 @@ from projections.fold import (
 )
 from projections.pacing import Pacer
 from projections.schema import INDEXES, TIMELINE, index_ddl
-from projections.tables import SHADOW_NAMES, create_tables, drop_gradually
+from projections.tables import SHADOW_NAMES, create_tables, drop_paced
 from projections.winners import Claimed, Winner, Winners
 from projections.workers import default_workers, worker_pool
 
@@ -166,7 +166,7 @@ def build_shadow(
     """Create the shadow tables and fill them with the log up to ``upto``; returns the number
     of events projected. ``workers``: processes that parse and fold (None: one per core for a
     large log, none for a small one)."""
-    drop_gradually(pacer, SHADOW_NAMES)  # left by a rebuild that was stopped
+    drop_paced(pacer, SHADOW_NAMES)  # left by a rebuild that was stopped
     with pacer.transaction() as conn:
         create_tables(conn, SHADOW_NAMES)
     if workers is None:

@@ -2,7 +2,7 @@
 
 ``_projection_meta`` records the schema fingerprint the tables were built with and the index
 generation (see ``projections.schema.index_ddl``). Functions here run inside the caller's
-transaction, except :func:`drop_gradually`.
+transaction, except :func:`drop_paced`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from projections.schema import (
 SHADOW_PREFIX = "_rebuild_"
 RETIRING = "_rebuild_retiring"
 """A live table's name for a moment during :func:`swap_in`."""
-DROP_BATCH = 5_000
-"""Rows deleted per transaction by :func:`drop_gradually`."""
 LIVE_NAMES: Mapping[str, str] = {table: table for table in PROJECTION_TABLES}
 SHADOW_NAMES: Mapping[str, str] = {t: SHADOW_PREFIX + t for t in PROJECTION_TABLES}
 
@@ -73,31 +71,46 @@ def _exists(conn: sqlite3.Connection, name: str) -> bool:
     return found.fetchone() is not None
 
 
-def _drop_one_gradually(pacer: Pacer, name: str) -> None:
-    indexes = pacer.conn.execute(
+def _indexes(conn: sqlite3.Connection, table: str) -> list[tuple[str, str]]:
+    """``(index, its first column)`` for each index made by a ``CREATE INDEX`` on ``table``."""
+    names = conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
-        (name,),
+        (table,),
     ).fetchall()
-    for (index,) in indexes:
+    return [(name, conn.execute(f"PRAGMA index_info({name})").fetchone()[2]) for (name,) in names]
+
+
+def _read_every_page(conn: sqlite3.Connection, table: str) -> None:
+    """Read each page of ``table`` and its indexes (a read transaction: writers go on)."""
+    last = conn.execute(f"PRAGMA table_info({table})").fetchall()[-1][1]
+    conn.execute(f"SELECT sum(length(CAST({last} AS BLOB))) FROM {table}").fetchone()
+    for index, column in _indexes(conn, table):
+        conn.execute(f"SELECT count({column}) FROM {table} INDEXED BY {index}").fetchone()
+
+
+def _drop_one(pacer: Pacer, table: str) -> None:
+    _read_every_page(pacer.conn, table)
+    for index, _ in _indexes(pacer.conn, table):
         with pacer.transaction() as conn:
             conn.execute(f"DROP INDEX {index}")
-    delete = f"DELETE FROM {name} WHERE rowid IN (SELECT rowid FROM {name} LIMIT {DROP_BATCH})"
-    while True:
-        with pacer.transaction() as conn:
-            if conn.execute(delete).rowcount == 0:
-                conn.execute(f"DROP TABLE {name}")
-                return
+    with pacer.transaction() as conn:
+        conn.execute(f"DROP TABLE {table}")
 
 
-def drop_gradually(pacer: Pacer, names: Mapping[str, str]) -> None:
-    """Drop the tables ``names`` (if they exist) in many short transactions of their own, not
-    in the caller's: one ``DROP TABLE`` of a million-row table reads every page of it under the
-    write lock, several seconds when they are not cached, and the server would wait that long.
-    The transactions are paced (``projections.pacing``).
+def drop_paced(pacer: Pacer, names: Mapping[str, str]) -> None:
+    """Drop the tables ``names`` (if they exist) and their indexes, each in a paced transaction
+    of its own (``projections.pacing``), not in the caller's.
+
+    A ``DROP`` reads every page of what it drops under the write lock. Old tables are seldom in
+    the OS's cache, and read there, a million-row table held the server's writer out for several
+    seconds, so each table is read first, outside any write transaction. Measured on the
+    million-event bench log: reading the old timeline took 1.5 s, its ``DROP`` then 0.15 s;
+    deleting the tables a few thousand rows per transaction instead, as before, took about 30 s
+    (each batch rewrites its pages through the WAL).
     """
     for name in names.values():
         if _exists(pacer.conn, name):
-            _drop_one_gradually(pacer, name)
+            _drop_one(pacer, name)
 
 
 def create_tables(conn: sqlite3.Connection, names: Mapping[str, str]) -> None:
@@ -123,7 +136,7 @@ def create_views(conn: sqlite3.Connection) -> None:
 def swap_in(conn: sqlite3.Connection, shadow: Mapping[str, str], gen: int) -> None:
     """Put the ``shadow`` tables (built for generation ``gen``) in place of the live ones, which
     take the shadow names: renames only, so the caller's transaction stays short however large
-    the tables are (drop the old ones afterwards with :func:`drop_gradually`).
+    the tables are (drop the old ones afterwards with :func:`drop_paced`).
 
     Needs ``PRAGMA legacy_alter_table = ON`` on ``conn``: the renames must not rewrite or
     re-check the other tables' references while the live tables are gone.

@@ -107,9 +107,7 @@ def _leftovers(conn: sqlite3.Connection) -> list[str]:
     )]  # fmt: skip
 
 
-def test_old_tables_and_stopped_rebuilds_leftovers_are_dropped(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_old_tables_and_stopped_rebuilds_leftovers_are_dropped(db_path: Path) -> None:
     conn = _samples(db_path)
     live = digest(conn)
     with transaction(conn):  # what a rebuild stopped half-way leaves behind
@@ -119,7 +117,6 @@ def test_old_tables_and_stopped_rebuilds_leftovers_are_dropped(
             [(n, f"msg_left_{n}") for n in range(20)],
         )
     assert len(_leftovers(conn)) == len(SHADOW_NAMES)
-    monkeypatch.setattr(tables, "DROP_BATCH", 3)  # several transactions per table
     assert rebuild(db_path).digest == live
     assert _leftovers(conn) == []
     assert rebuild(db_path, check=True).differences == ()
@@ -127,27 +124,34 @@ def test_old_tables_and_stopped_rebuilds_leftovers_are_dropped(
     conn.close()
 
 
-def test_old_tables_are_dropped_a_few_rows_per_transaction(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_old_tables_are_read_first_then_dropped_one_index_or_table_per_transaction(
+    db_path: Path,
 ) -> None:
     conn = _samples(db_path)
+    old = SHADOW_NAMES["audit_timeline"]
     with transaction(conn):
         create_tables(conn, SHADOW_NAMES)
         create_indexes(conn, SHADOW_NAMES, 99)
         conn.executemany(
-            f"INSERT INTO {SHADOW_NAMES['audit_timeline']} (position, event_id) VALUES (?, ?)",
-            [(n, f"msg_left_{n}") for n in range(20)],
+            f"INSERT INTO {old} (position, event_id, summary) VALUES (?, ?, ?)",
+            [(n, f"msg_left_{n}", "x" * 5000) for n in range(20)],  # past a page: overflow
         )
-    monkeypatch.setattr(tables, "DROP_BATCH", 3)
+    indexes = {row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql NOT NULL",
+        (old,),
+    )}  # fmt: skip
     statements: list[str] = []
     conn.set_trace_callback(statements.append)
-    tables.drop_gradually(Pacer(conn), {"audit_timeline": SHADOW_NAMES["audit_timeline"]})
+    tables.drop_paced(Pacer(conn), {"audit_timeline": old})
     conn.set_trace_callback(None)
     assert not [name for name in _leftovers(conn) if "audit_timeline" in name]
-    commits = [n for n, statement in enumerate(statements) if statement == "COMMIT"]
-    deletes = [n for n, statement in enumerate(statements) if statement.startswith("DELETE")]
-    assert len(deletes) == 20 // 3 + 2  # 7 batches of rows, then the empty one before the drop
-    assert all(any(d < c < e for c in commits) for d, e in itertools.pairwise(deletes))
+    begins = [n for n, statement in enumerate(statements) if statement.startswith("BEGIN")]
+    drops = [n for n, statement in enumerate(statements) if statement.startswith("DROP")]
+    reads = [n for n, s in enumerate(statements) if s.startswith("SELECT") and f"FROM {old}" in s]
+    assert {s.split()[2] for s in statements if s.startswith("DROP INDEX")} == indexes
+    assert len(drops) == len(begins) == len(indexes) + 1  # each in a transaction of its own
+    assert all(begin + 1 == drop for begin, drop in zip(begins, drops, strict=True))
+    assert len(reads) == len(indexes) + 1 and max(reads) < min(begins)  # read before, outside
     conn.close()
 
 

@@ -9,10 +9,10 @@
 3. Drop the old tables, each read first and then dropped index by index in transactions of
    their own (``tables.drop_paced``), in a thread, while the state digest is read.
 
-The server's writer is only ever held up for one batch, one index build or drop, or the swap. Readers
-see the old projections until step 2 commits, then the new ones. ``check`` stops before the
-swap, compares the shadow with the live tables under the write lock (so both reflect the same
-log), and drops the shadow.
+The server's writer is only ever held up for one batch, one index build or drop, or the
+swap. Readers see the old projections until step 2 commits, then the new ones. ``check`` stops
+before the swap, compares the shadow with the live tables under the write lock (so both
+reflect the same log), and drops the shadow.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@ server keeps ingesting."""
 
 from __future__ import annotations
 
-import itertools
 import re
 import sqlite3
 import subprocess

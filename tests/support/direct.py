@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from eventstore.db import open_store, transaction
+from eventstore.log import event_record
 from eventstore.records import DeliveryRecord
 from eventstore.writer import Appended, AppendJob
 from projections import ensure_current, project, state_digest, table_digests
@@ -26,8 +27,9 @@ def new_store(path: Path) -> sqlite3.Connection:
 
 
 def _run(conn: sqlite3.Connection, event_id: str, body: bytes) -> Appended:
+    record = event_record(event_id=event_id, svix_timestamp=1, received_at=RECEIVED, body=body)
     delivery = DeliveryRecord(received_at=RECEIVED, outcome="stored", event_id=event_id)
-    return AppendJob(event_id, 1, body, delivery).run(conn, project)
+    return AppendJob(record, delivery).run(conn, project)
 
 
 def append(conn: sqlite3.Connection, event_id: str, body: bytes) -> Appended:

@@ -28,7 +28,7 @@ from pathlib import Path
 from eventstore.db import open_store, transaction
 from eventstore.log import log_position
 from projections.apply import apply_event
-from projections.digest import state_digest, table_digests
+from projections.digest import digests_in_workers, state_digest, table_digests
 from projections.pacing import Pacer
 from projections.shadow import Progress, build_shadow, scan
 from projections.tables import (
@@ -40,6 +40,7 @@ from projections.tables import (
     row_counts,
     swap_in,
 )
+from projections.workers import workers_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +125,7 @@ def _rebuild(
         else:
             swap_in(conn, SHADOW_NAMES, gen)
     with _dropping_shadows(path):  # after a check the shadows, else the old live tables
-        return _result(conn, count, position, differences)
+        return _result(conn, path, count, position, differences, workers_for(count, workers) > 1)
 
 
 @contextmanager
@@ -159,11 +160,21 @@ def _differences(conn: sqlite3.Connection) -> tuple[str, ...]:
 
 
 def _result(
-    conn: sqlite3.Connection, count: int, position: int, differences: tuple[str, ...]
+    conn: sqlite3.Connection,
+    path: Path,
+    count: int,
+    position: int,
+    differences: tuple[str, ...],
+    parallel: bool,
 ) -> RebuildResult:
+    """The result, its digests read in worker processes if ``parallel`` (and if the server did
+    not append meanwhile; else here, in the same transaction as the row counts)."""
+    read = digests_in_workers(path) if parallel else None
     conn.execute("BEGIN")
     try:
-        return RebuildResult(count, position, row_counts(conn), table_digests(conn), differences)
+        same = read is not None and read[0] == log_position(conn)
+        digests = read[1] if read is not None and same else table_digests(conn)
+        return RebuildResult(count, position, row_counts(conn), digests, differences)
     finally:
         conn.execute("COMMIT")
 

@@ -37,7 +37,7 @@ from projections.pacing import Pacer
 from projections.schema import INDEXES, TIMELINE, index_ddl
 from projections.tables import SHADOW_NAMES, create_tables, drop_paced
 from projections.winners import Claimed, Winner, Winners
-from projections.workers import default_workers, worker_pool
+from projections.workers import worker_pool, workers_for
 
 Progress = Callable[[int], None]
 """Told how many more events were read."""
@@ -50,8 +50,6 @@ ENTITY_BATCH = 1_000
 """Winners per chunk: each of their rows carries its snapshot (2 KB or so)."""
 FETCH_BATCH = 500
 """Events a worker reads (and holds parsed) at a time."""
-POOL_MIN_EVENTS = 50_000
-"""Below this, worker processes take longer to start than the rebuild takes without them."""
 
 
 def scan(
@@ -169,10 +167,8 @@ def build_shadow(
     drop_paced(pacer, SHADOW_NAMES)  # left by a rebuild that was stopped
     with pacer.transaction() as conn:
         create_tables(conn, SHADOW_NAMES)
-    if workers is None:
-        workers = default_workers() if upto >= POOL_MIN_EVENTS else 0
     winners, where = Winners(), str(path)
-    with worker_pool(workers) as run:
+    with worker_pool(workers_for(upto, workers)) as run:
         jobs = ((where, after, last) for after, last in _chunks(upto))
         count = fill_timeline(pacer, run(fold_range, jobs), winners, progress)
         chunks = ((where, chunk) for chunk in _batches(winners.ordered(), ENTITY_BATCH))

@@ -31,11 +31,21 @@ Map = Callable[[Callable[..., R], Iterable[tuple[Any, ...]]], Iterator[R]]
 
 MAX_WORKERS = 4
 IN_FLIGHT_PER_WORKER = 2
+POOL_MIN_EVENTS = 50_000
+"""Below this, worker processes take longer to start than the rebuild takes without them."""
 
 
 def default_workers() -> int:
     """One worker per core (the rebuilding process writes while they parse), at most 4."""
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
+def workers_for(events: int, requested: int | None) -> int:
+    """``requested`` workers, or if None, :func:`default_workers` for a log of at least
+    :data:`POOL_MIN_EVENTS` ``events`` and none for a smaller one."""
+    if requested is not None:
+        return requested
+    return default_workers() if events >= POOL_MIN_EVENTS else 0
 
 
 def _in_process(fn: Callable[..., R], jobs: Iterable[tuple[Any, ...]]) -> Iterator[R]:

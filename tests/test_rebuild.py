@@ -15,6 +15,7 @@ import pytest
 from eventstore.db import transaction
 from eventstore.samples import sample_body, sample_names
 from projections import rebuild, shadow, tables
+from projections.digest import digests_in_workers, table_digests
 from projections.pacing import Pacer
 from projections.schema import PROJECTION_TABLES
 from projections.tables import SHADOW_NAMES, create_indexes, create_tables, write_meta
@@ -98,6 +99,13 @@ def test_worker_processes_rebuild_exactly_what_one_process_does(
     assert pooled.rows == alone.rows
     assert sum(seen) == pooled.events == total
     assert len(seen) > 50
+
+
+def test_digests_read_by_worker_processes_are_those_of_one_process(db_path: Path) -> None:
+    conn = _samples(db_path)
+    position = conn.execute("SELECT max(position) FROM events").fetchone()[0]
+    assert digests_in_workers(db_path) == (position, table_digests(conn))
+    conn.close()
 
 
 def _leftovers(conn: sqlite3.Connection) -> list[str]:

@@ -108,6 +108,24 @@ def test_digests_read_by_worker_processes_are_those_of_one_process(db_path: Path
     conn.close()
 
 
+def test_digests_are_read_again_when_the_server_appends_while_workers_read_them(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = _samples(db_path)
+    read_by_workers: list[tuple[int, dict[str, str]] | None] = []
+
+    def then_append(path: Path) -> tuple[int, dict[str, str]] | None:
+        read_by_workers.append(digests_in_workers(path))
+        append_all(conn, [("msg_u_late", _user_event(9999))])  # as the server would
+        return read_by_workers[-1]
+
+    monkeypatch.setattr(sys.modules["projections.rebuild"], "digests_in_workers", then_append)
+    result = rebuild(db_path, workers=2)
+    assert read_by_workers[0] is not None and read_by_workers[0][1] != result.digests
+    assert result.digests == table_digests(conn)
+    conn.close()
+
+
 def _leftovers(conn: sqlite3.Connection) -> list[str]:
     return [row[0] for row in conn.execute(
         "SELECT name FROM sqlite_master WHERE name LIKE '\\_rebuild\\_%' ESCAPE '\\'"

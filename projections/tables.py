@@ -33,12 +33,14 @@ def _create_meta(conn: sqlite3.Connection) -> None:
     conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT)")
 
 
+def _exists(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
+
+
 def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
     """The bookkeeping values (empty for a store without projections yet)."""
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (META,)
-    ).fetchone()
-    if not exists:
+    if not _exists(conn, META):
         return {}
     return dict(conn.execute(f"SELECT key, value FROM {META}").fetchall())
 
@@ -66,11 +68,6 @@ def drop_tables(conn: sqlite3.Connection, names: Mapping[str, str]) -> None:
         conn.execute(f"DROP TABLE IF EXISTS {name}")
 
 
-def _exists(conn: sqlite3.Connection, name: str) -> bool:
-    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
-    return found.fetchone() is not None
-
-
 def _indexes(conn: sqlite3.Connection, table: str) -> list[tuple[str, str]]:
     """``(index, its first column)`` for each index made by a ``CREATE INDEX`` on ``table``."""
     names = conn.execute(
@@ -80,17 +77,18 @@ def _indexes(conn: sqlite3.Connection, table: str) -> list[tuple[str, str]]:
     return [(name, conn.execute(f"PRAGMA index_info({name})").fetchone()[2]) for (name,) in names]
 
 
-def _read_every_page(conn: sqlite3.Connection, table: str) -> None:
-    """Read each page of ``table`` and its indexes (a read transaction: writers go on)."""
+def _read_every_page(conn: sqlite3.Connection, table: str, indexes: list[tuple[str, str]]) -> None:
+    """Read each page of ``table`` and its ``indexes`` (a read transaction: writers go on)."""
     last = conn.execute(f"PRAGMA table_info({table})").fetchall()[-1][1]
     conn.execute(f"SELECT sum(length(CAST({last} AS BLOB))) FROM {table}").fetchone()
-    for index, column in _indexes(conn, table):
+    for index, column in indexes:
         conn.execute(f"SELECT count({column}) FROM {table} INDEXED BY {index}").fetchone()
 
 
 def _drop_one(pacer: Pacer, table: str) -> None:
-    _read_every_page(pacer.conn, table)
-    for index, _ in _indexes(pacer.conn, table):
+    indexes = _indexes(pacer.conn, table)
+    _read_every_page(pacer.conn, table, indexes)
+    for index, _ in indexes:
         with pacer.transaction() as conn:
             conn.execute(f"DROP INDEX {index}")
     with pacer.transaction() as conn:

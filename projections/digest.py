@@ -19,10 +19,9 @@ from pathlib import Path
 
 import orjson
 
-from eventstore.db import connect
 from eventstore.log import log_position
 from projections.schema import PROJECTION_TABLES, TIMELINE, TIMELINE_COLUMNS
-from projections.workers import worker_pool
+from projections.workers import job_connection, worker_pool
 
 BATCH = 10_000
 
@@ -54,7 +53,7 @@ def table_digests(
 def _digest_job(path: str, tables: tuple[str, ...]) -> tuple[int, dict[str, str]]:
     """(Run by a worker.) The log position and the digests of ``tables``, read in one
     transaction."""
-    conn = connect(Path(path), synchronous="NORMAL")
+    conn = job_connection(path)
     try:
         conn.execute("BEGIN")
         return log_position(conn), {table: table_digest(conn, table) for table in tables}

@@ -93,7 +93,7 @@ def rebuild(
     """Rebuild (or with ``check``, rebuild aside and compare) the projections of ``path``.
 
     :param workers: processes that parse and fold the log (0: none; None: one per core when
-        the log is large, see ``projections.shadow``).
+        the log is large, see ``projections.workers.workers_for``).
     """
     conn = open_store(path, synchronous="NORMAL")
     try:
@@ -172,9 +172,9 @@ def _result(
     read = digests_in_workers(path) if parallel else None
     conn.execute("BEGIN")
     try:
-        same = read is not None and read[0] == log_position(conn)
-        digests = read[1] if read is not None and same else table_digests(conn)
-        return RebuildResult(count, position, row_counts(conn), digests, differences)
+        if read is None or read[0] != log_position(conn):  # none, or not the state read here
+            read = (position, table_digests(conn))
+        return RebuildResult(count, position, row_counts(conn), read[1], differences)
     finally:
         conn.execute("COMMIT")
 

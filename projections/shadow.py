@@ -21,7 +21,6 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from eventstore.db import connect
 from projections.apply import insert_timeline, upsert_rows
 from projections.entities import SPECS
 from projections.fold import (
@@ -37,7 +36,7 @@ from projections.pacing import Pacer
 from projections.schema import INDEXES, TIMELINE, index_ddl
 from projections.tables import SHADOW_NAMES, create_tables, drop_paced
 from projections.winners import Claimed, Winner, Winners
-from projections.workers import worker_pool, workers_for
+from projections.workers import job_connection, worker_pool, workers_for
 
 Progress = Callable[[int], None]
 """Told how many more events were read."""
@@ -70,14 +69,9 @@ def scan(
         after = rows[-1][0]
 
 
-def _reader(path: str) -> sqlite3.Connection:
-    """A connection of its own for a job (in a worker process, or this one)."""
-    return connect(Path(path), synchronous="NORMAL")
-
-
 def fold_range(path: str, after: int, upto: int) -> Folded:
     """(Run by a worker.) The timeline rows and claims of the events in ``(after, upto]``."""
-    conn = _reader(path)
+    conn = job_connection(path)
     rows: list[TimelineRow] = []
     claims: list[Claimed] = []
     try:
@@ -108,7 +102,7 @@ def _winning_rows(
 
 def entity_rows(path: str, winners: Sequence[Winner]) -> dict[str, list[EntityRow]]:
     """(Run by a worker.) The entity row of each winner, per table, in the order given."""
-    conn = _reader(path)
+    conn = job_connection(path)
     by_table: dict[str, list[EntityRow]] = {}
     try:
         for offset in range(0, len(winners), FETCH_BATCH):

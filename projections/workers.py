@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import gc
 import os
+import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any, TypeVar
 
+from eventstore.db import connect
 from eventstore.errors import StoreError
 
 R = TypeVar("R")
@@ -46,6 +49,12 @@ def workers_for(events: int, requested: int | None) -> int:
     if requested is not None:
         return requested
     return default_workers() if events >= POOL_MIN_EVENTS else 0
+
+
+def job_connection(path: str) -> sqlite3.Connection:
+    """A connection of a job's own to the store at ``path`` (in a worker process, or this
+    one)."""
+    return connect(Path(path), synchronous="NORMAL")
 
 
 def _in_process(fn: Callable[..., R], jobs: Iterable[tuple[Any, ...]]) -> Iterator[R]:

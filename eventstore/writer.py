@@ -128,7 +128,9 @@ def _fatal(error: StoreError) -> bool:
 
 
 @dataclass(slots=True)
-class _Pending(Generic[T]):
+class Pending(Generic[T]):
+    """A queued job and, once its group is done, its outcome: what ``settle`` is given."""
+
     job: Job[T]
     future: Any
     """The ``asyncio.Future`` awaiting the job, or what ``settle`` knows it by."""
@@ -136,7 +138,7 @@ class _Pending(Generic[T]):
     failed: bool = False
 
 
-Settle = Callable[[list[_Pending[Any]]], None]
+Settle = Callable[[list[Pending[Any]]], None]
 """Told each committed (or failed) group, in the writer thread."""
 
 
@@ -160,7 +162,7 @@ class GroupCommitWriter:
         self._identity = _identity(path)
         self._held: list[DeliveryRecord] = []
         self._detached = False
-        self._queue: queue.SimpleQueue[_Pending[Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Pending[Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="clerk-audit-writer", daemon=True)
         self._thread.start()
 
@@ -175,7 +177,7 @@ class GroupCommitWriter:
 
     def enqueue(self, job: Job[Any], handle: Any) -> None:
         """Queue ``job`` for the next group; ``handle`` is given back to ``settle`` with it."""
-        self._queue.put(_Pending(job, handle))
+        self._queue.put(Pending(job, handle))
 
     def close(self) -> None:
         """Finish the jobs already submitted, then stop the thread and close the connection."""
@@ -201,7 +203,7 @@ class GroupCommitWriter:
                 group.append(item)
             self._commit(group)
 
-    def _commit(self, group: list[_Pending[Any]]) -> None:
+    def _commit(self, group: list[Pending[Any]]) -> None:
         try:
             self._check_identity()
             with transaction(self._conn, self._path):
@@ -234,7 +236,7 @@ class GroupCommitWriter:
         self._conn.execute("RELEASE job")
         return outcome, failed
 
-    def _fail(self, group: list[_Pending[Any]], error: StoreError) -> None:
+    def _fail(self, group: list[Pending[Any]], error: StoreError) -> None:
         for pending in group:
             pending.outcome, pending.failed = error, True
         self._held.extend(row for p in group if (row := p.job.unavailable(str(error))) is not None)
@@ -301,8 +303,8 @@ def _as_unavailable(error: StoreError) -> StoreError:
     return StoreUnavailable(str(error), public=error.public)
 
 
-def _settle(group: list[_Pending[Any]]) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Pending[Any]]] = {}
+def _settle(group: list[Pending[Any]]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[Pending[Any]]] = {}
     for pending in group:
         by_loop.setdefault(pending.future.get_loop(), []).append(pending)
     for loop, items in by_loop.items():
@@ -310,7 +312,7 @@ def _settle(group: list[_Pending[Any]]) -> None:
             loop.call_soon_threadsafe(_resolve, items)
 
 
-def _resolve(items: list[_Pending[Any]]) -> None:
+def _resolve(items: list[Pending[Any]]) -> None:
     for pending in items:
         if pending.future.done():
             continue

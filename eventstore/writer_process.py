@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from eventstore.errors import StoreUnavailable
-from eventstore.writer import AppendJob, GroupCommitWriter, Job, Projector, _Pending
+from eventstore.writer import AppendJob, GroupCommitWriter, Job, Pending, Projector
 
 log = logging.getLogger("clerk_audit.writer")
 
@@ -60,7 +60,7 @@ def _child(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=log_format)
 
-    def settle(group: list[_Pending[Any]]) -> None:
+    def settle(group: list[Pending[Any]]) -> None:
         with contextlib.suppress(OSError):  # the server is gone, and its requests with it
             pipe.send([(p.future, p.failed, p.outcome) for p in group])
 

@@ -22,6 +22,7 @@ import psutil  # type: ignore[import-untyped]
 import uvloop
 
 from bench.deliveries import cycle, delivery_order, load_pool, signed_requests
+from bench.measure import process_family
 from bench.stats import percentile
 from bench.wire import Tally, connection, wait_until_healthy
 
@@ -51,9 +52,7 @@ def _process_cpu(pid: int | None) -> float:
     """CPU seconds used so far by process ``pid``, its threads and its child processes (our
     server's writer runs in one), NaN if unknown."""
     try:
-        root = psutil.Process(pid) if pid else None
-        processes = [root, *root.children(recursive=True)] if root else []
-        times = [process.cpu_times() for process in processes]
+        times = [process.cpu_times() for process in process_family(pid)] if pid else []
     except psutil.Error:
         times = []
     return float(sum(t.user + t.system for t in times)) if times else math.nan

@@ -28,12 +28,17 @@ import psutil
 SAMPLE_S = 0.05
 
 
+def process_family(root: int) -> list[psutil.Process]:
+    """Process ``root`` and all its descendants (raises ``psutil.Error`` if it is gone)."""
+    process = psutil.Process(root)
+    return [process, *process.children(recursive=True)]
+
+
 def tree_rss_kib(root: int) -> int:
     """The resident memory of ``root`` and all its descendants, in KiB."""
     total = 0
     try:
-        process = psutil.Process(root)
-        family = [process, *process.children(recursive=True)]
+        family = process_family(root)
     except psutil.Error:
         return 0
     for member in family:

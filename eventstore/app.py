@@ -23,7 +23,7 @@ from eventstore.errors import (
     DeliveryRejected,
     StoreError,
 )
-from eventstore.log import event_record, sha256_hex
+from eventstore.log import sha256_hex
 from eventstore.records import DeliveryRecord
 from eventstore.settings import LOG_FORMAT, Settings
 from eventstore.timefmt import now_iso
@@ -110,15 +110,16 @@ class Ingest:
             signed = self._verifier.verify(body, request.headers)
         except DeliveryRejected as error:
             return await self._reject(arrival, body, error)
-        record = event_record(
-            event_id=signed.event_id,
-            svix_timestamp=signed.timestamp,
-            received_at=arrival.received_at,
-            body=body,
+        job = AppendJob(
+            signed.event_id,
+            signed.timestamp,
+            arrival.received_at,
+            body,
+            arrival.remote_addr,
+            arrival.user_agent,
         )
-        delivery = arrival.delivery(outcome="stored", body_sha256=record.body_sha256)
         try:
-            appended = await self._writer.submit(AppendJob(record, delivery))
+            appended = await self._writer.submit(job)
         except AuditStoreError as error:
             log.warning("delivery %s event_id=%s: %s", error.outcome, signed.event_id, error)
             return error_response(error)

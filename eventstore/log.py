@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from eventstore.envelope import Envelope, NotAnEvent, parse_document
@@ -24,8 +25,8 @@ DELIVERY_COLUMNS = (
     "user_agent", "body_sha256",
 )  # fmt: skip
 _INSERT_EVENT = (
-    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+    f"INSERT INTO events (position, {', '.join(EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (1 + len(EVENT_COLUMNS)))})"
 )
 _INSERT_DELIVERY = (
     f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) "
@@ -69,35 +70,73 @@ def event_record(
     )
 
 
+AppendResult = tuple[Literal["stored", "duplicate"], int] | EventConflict
+"""What became of one record given to :func:`append_many`: ``("stored", position)`` for a new
+event, ``("duplicate", position)`` for one stored before with the same body, or the
+:class:`EventConflict` of one stored before with a different body (left untouched)."""
+
+
+def append_many(conn: sqlite3.Connection, records: Sequence[EventRecord]) -> list[AppendResult]:
+    """Append each of ``records`` whose ``event_id`` is not stored yet, in order, with one
+    look-up and one insert statement for them all (the writer's group path).
+
+    A record whose ``event_id`` comes earlier in ``records`` counts as stored before. Positions
+    follow the log's last one: the caller's ``BEGIN IMMEDIATE`` holds the only write lock, so
+    they are the ones SQLite would give.
+    """
+    wanted = list({record.event_id for record in records})
+    found: dict[str, tuple[int, str]] = {
+        event_id: (position, sha256)
+        for event_id, position, sha256 in conn.execute(
+            "SELECT event_id, position, body_sha256 FROM events "
+            f"WHERE event_id IN ({', '.join('?' * len(wanted))})",
+            wanted,
+        )
+    }
+    position = log_position(conn)
+    results: list[AppendResult] = []
+    new_rows: list[tuple[object, ...]] = []
+    for record in records:
+        stored = found.get(record.event_id)
+        if stored is None:
+            position += 1
+            found[record.event_id] = (position, record.body_sha256)
+            new_rows.append((position, *(getattr(record, c) for c in EVENT_COLUMNS)))
+            results.append(("stored", position))
+        elif stored[1] == record.body_sha256:
+            results.append(("duplicate", stored[0]))
+        else:
+            results.append(EventConflict(
+                f"event {record.event_id} is already stored (position {stored[0]}) "
+                "with a different body; the stored event is kept"
+            ))  # fmt: skip
+    conn.executemany(_INSERT_EVENT, new_rows)
+    return results
+
+
 def append(
     conn: sqlite3.Connection, record: EventRecord
 ) -> tuple[Literal["stored", "duplicate"], int]:
-    """Append ``record`` unless its ``event_id`` is stored already.
+    """Append ``record`` unless its ``event_id`` is stored already (:func:`append_many` of one).
 
-    :returns: ``("stored", position)`` for a new event, ``("duplicate", position)`` for one
-        stored before with the same body.
     :raises EventConflict: the ``event_id`` is stored with a different body (left untouched).
     """
-    found = conn.execute(
-        "SELECT position, body_sha256 FROM events WHERE event_id = ?", (record.event_id,)
-    ).fetchone()
-    if found is not None:
-        position, stored_sha256 = found
-        if stored_sha256 != record.body_sha256:
-            raise EventConflict(
-                f"event {record.event_id} is already stored (position {position}) "
-                "with a different body; the stored event is kept"
-            )
-        return "duplicate", position
-    values = tuple(getattr(record, column) for column in EVENT_COLUMNS)
-    cursor = conn.execute(_INSERT_EVENT, values)
-    assert cursor.lastrowid is not None
-    return "stored", cursor.lastrowid
+    (result,) = append_many(conn, [record])
+    if isinstance(result, EventConflict):
+        raise result
+    return result
+
+
+def record_deliveries(conn: sqlite3.Connection, deliveries: Iterable[DeliveryRecord]) -> None:
+    """Add one ``deliveries`` row for each of ``deliveries``."""
+    conn.executemany(
+        _INSERT_DELIVERY, (tuple(getattr(d, c) for c in DELIVERY_COLUMNS) for d in deliveries)
+    )
 
 
 def record_delivery(conn: sqlite3.Connection, delivery: DeliveryRecord) -> None:
     """Add one ``deliveries`` row."""
-    conn.execute(_INSERT_DELIVERY, tuple(getattr(delivery, c) for c in DELIVERY_COLUMNS))
+    record_deliveries(conn, (delivery,))
 
 
 def log_position(conn: sqlite3.Connection) -> int:

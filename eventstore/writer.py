@@ -2,9 +2,11 @@
 
 The server runs it in a process of its own (``eventstore.writer_process``). Requests hand jobs
 to :class:`GroupCommitWriter` and wait. The writer thread takes every job
-waiting at that moment, runs them all in one ``BEGIN IMMEDIATE`` transaction (each under its own
-SAVEPOINT, so one refused job does not undo the others) and commits once: one fsync
-(``synchronous=FULL``) for the whole group. Only then is each job's future resolved, so a 2xx is
+waiting at that moment, runs them all in one ``BEGIN IMMEDIATE`` transaction and commits once:
+one fsync (``synchronous=FULL``) for the whole group. Consecutive appends run together, one
+statement per table for all of them (:func:`append_jobs`); if the store refuses such a batch,
+it is undone and its jobs run again each under its own SAVEPOINT, so one refused job does not
+undo the others. Only then is each job's future resolved, so a 2xx is
 never sent for an event that is not durably committed.
 
 If the transaction cannot commit (locked too long, disk full, read-only, damaged or replaced
@@ -18,27 +20,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from eventstore.db import BUSY_TIMEOUT_MS, WRITER_CACHE_KIB, connect, transaction, translate
 from eventstore.errors import EventConflict, StoreError, StoreUnavailable
-from eventstore.log import append, log_position, record_delivery
-from eventstore.records import DeliveryRecord, EventRecord, StoredEvent
+from eventstore.log import (
+    append_many,
+    event_record,
+    log_position,
+    record_deliveries,
+    record_delivery,
+    sha256_hex,
+)
+from eventstore.records import DeliveryRecord, EventRecord, Outcome, StoredEvent
 
 log = logging.getLogger("clerk_audit.writer")
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
-Projector = Callable[[sqlite3.Connection, StoredEvent], None]
-"""Called inside the append's transaction for each newly stored event (live projections)."""
+Projector = Callable[[sqlite3.Connection, Sequence[StoredEvent]], None]
+"""Called inside the append's transaction with the newly stored events of a group, in log
+order (live projections)."""
 
 MAX_GROUP = 1024
 MAX_HELD = 10_000
@@ -58,31 +69,93 @@ class Appended:
     outcome: Literal["stored", "duplicate", "quarantined"]
     position: int
 
+    def __reduce__(self) -> tuple[type[Appended], tuple[str, int]]:
+        return Appended, (self.outcome, self.position)  # pickled for every request: keep it lean
+
 
 @dataclass(frozen=True, slots=True)
 class AppendJob:
-    """Append one verified event and record its delivery."""
+    """Append one verified event and record its delivery.
 
-    record: EventRecord
-    delivery: DeliveryRecord
+    It carries the delivery as the event loop verified it; the body is parsed here, in the
+    writer, once for the log record and the live projection.
+    """
+
+    event_id: str
+    svix_timestamp: int
+    received_at: str
+    body: bytes
+    remote_addr: str | None = None
+    user_agent: str | None = None
+
+    def __reduce__(self) -> tuple[type[AppendJob], tuple[Any, ...]]:
+        """Pickled as a plain tuple (every request crosses the writer's pipe)."""
+        fields = (self.event_id, self.svix_timestamp, self.received_at, self.body)
+        return AppendJob, (*fields, self.remote_addr, self.user_agent)
+
+    def record(self) -> EventRecord:
+        """The log record of this event (parsing its body)."""
+        return event_record(
+            event_id=self.event_id,
+            svix_timestamp=self.svix_timestamp,
+            received_at=self.received_at,
+            body=self.body,
+        )
+
+    def delivery(self, outcome: Outcome, reason: str | None, body_sha256: str) -> DeliveryRecord:
+        return DeliveryRecord(
+            received_at=self.received_at,
+            outcome=outcome,
+            event_id=self.event_id,
+            svix_timestamp=self.svix_timestamp,
+            reason=reason,
+            remote_addr=self.remote_addr,
+            user_agent=self.user_agent,
+            body_sha256=body_sha256,
+        )
 
     def run(self, conn: sqlite3.Connection, project: Projector | None) -> Appended:
-        try:
-            status, position = append(conn, self.record)
-        except EventConflict as conflict:
-            record_delivery(conn, replace(self.delivery, outcome="conflict", reason=str(conflict)))
-            raise
-        outcome: Literal["stored", "duplicate", "quarantined"] = status
-        if status == "stored" and self.record.status == "quarantined":
-            outcome = "quarantined"
-        reason = self.record.quarantine_reason if outcome == "quarantined" else None
-        record_delivery(conn, replace(self.delivery, outcome=outcome, reason=reason))
-        if status == "stored" and self.record.status == "ok" and project is not None:
-            _project_guarded(conn, project, StoredEvent(position, self.record))
-        return Appended(outcome, position)
+        ((outcome, _),) = append_jobs(conn, [self], project)
+        if isinstance(outcome, EventConflict):
+            raise outcome
+        return outcome
 
     def unavailable(self, reason: str) -> DeliveryRecord:
-        return replace(self.delivery, outcome="unavailable", reason=reason)
+        return self.delivery("unavailable", reason, sha256_hex(self.body))
+
+
+def append_jobs(
+    conn: sqlite3.Connection, jobs: Sequence[AppendJob], project: Projector | None
+) -> list[tuple[Appended | EventConflict, bool]]:
+    """Run ``jobs`` together: one look-up and one insert for their events, one insert for their
+    deliveries, one call of the live projection for the newly stored ones.
+
+    :returns: ``(outcome, failed)`` per job: an :class:`Appended`, or the :class:`EventConflict`
+        of an ``event_id`` stored with another body (its ``conflict`` delivery is recorded).
+    """
+    records = [job.record() for job in jobs]
+    outcomes: list[tuple[Appended | EventConflict, bool]] = []
+    deliveries: list[DeliveryRecord] = []
+    stored: list[StoredEvent] = []
+    for job, record, result in zip(jobs, records, append_many(conn, records), strict=True):
+        if isinstance(result, EventConflict):
+            deliveries.append(job.delivery("conflict", str(result), record.body_sha256))
+            outcomes.append((result, True))
+            continue
+        status, position = result
+        quarantined = status == "stored" and record.status == "quarantined"
+        outcome: Literal["stored", "duplicate", "quarantined"] = (
+            "quarantined" if quarantined else status
+        )
+        reason = record.quarantine_reason if quarantined else None
+        deliveries.append(job.delivery(outcome, reason, record.body_sha256))
+        if status == "stored" and not quarantined:
+            stored.append(StoredEvent(position, record))
+        outcomes.append((Appended(outcome, position), False))
+    record_deliveries(conn, deliveries)
+    if project is not None and stored:
+        _project_guarded(conn, project, stored)
+    return outcomes
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,17 +181,24 @@ class PositionJob:
         return None
 
 
-def _project_guarded(conn: sqlite3.Connection, project: Projector, event: StoredEvent) -> None:
-    """Project ``event``; a failure of the store aborts the group, a bug in a projection only
-    skips this event's projection (the event itself is kept, and logged for a rebuild)."""
+def _project_guarded(
+    conn: sqlite3.Connection, project: Projector, events: Sequence[StoredEvent]
+) -> None:
+    """Project ``events``; a failure of the store aborts the group, a bug in a projection only
+    skips the projection of the event it failed on (the events themselves are kept, and the
+    event logged for a rebuild): a failed batch is undone and projected again one by one."""
     conn.execute("SAVEPOINT project")
     try:
-        project(conn, event)
+        project(conn, events)
     except Exception as error:
         if isinstance(error, sqlite3.Error) and _fatal(translate(error)):
             raise
         conn.execute("ROLLBACK TO project")
-        log.exception("projection failed for event %s; event kept", event.record.event_id)
+        if len(events) > 1:
+            for event in events:
+                _project_guarded(conn, project, (event,))
+        else:
+            log.exception("projection failed for event %s; event kept", events[0].record.event_id)
     conn.execute("RELEASE project")
 
 
@@ -208,8 +288,7 @@ class GroupCommitWriter:
             self._check_identity()
             with transaction(self._conn, self._path):
                 self._write_held()
-                for pending in group:
-                    pending.outcome, pending.failed = self._in_savepoint(pending.job)
+                self._run_group(group)
             self._held.clear()
         except StoreError as error:
             self._fail(group, _as_unavailable(error))
@@ -218,6 +297,34 @@ class GroupCommitWriter:
             failure = "internal error while writing; see the server log"
             self._fail(group, StoreError(failure, public=failure))
         self._settle(group)
+
+    def _run_group(self, group: list[Pending[Any]]) -> None:
+        """Run a group's jobs in order, each run of consecutive appends as one batch."""
+        for appends, run in itertools.groupby(group, key=lambda p: isinstance(p.job, AppendJob)):
+            pendings = list(run)
+            if appends:
+                self._append_batch(pendings)
+            else:
+                for pending in pendings:
+                    pending.outcome, pending.failed = self._in_savepoint(pending.job)
+
+    def _append_batch(self, pendings: list[Pending[Any]]) -> None:
+        """Append together (:func:`append_jobs`) under one savepoint. If the store refuses the
+        batch without failing itself, it is undone and each job runs under a savepoint of its
+        own, so one refused job does not undo the others."""
+        self._conn.execute("SAVEPOINT batch")
+        try:
+            jobs = [p.job for p in pendings if isinstance(p.job, AppendJob)]
+            results = append_jobs(self._conn, jobs, self._project)
+        except sqlite3.Error as error:
+            store_error = translate(error, self._path)
+            if _fatal(store_error):
+                raise store_error from error
+            self._conn.execute("ROLLBACK TO batch")
+            results = [self._in_savepoint(pending.job) for pending in pendings]
+        self._conn.execute("RELEASE batch")
+        for pending, (outcome, failed) in zip(pendings, results, strict=True):
+            pending.outcome, pending.failed = outcome, failed
 
     def _in_savepoint(self, job: Job[Any]) -> tuple[Any, bool]:
         """Run ``job`` under a savepoint of its own: (outcome, failed). A refused job is undone

@@ -21,14 +21,13 @@ import contextlib
 import itertools
 import logging
 import signal
-from dataclasses import replace
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
 
 from eventstore.errors import StoreUnavailable
-from eventstore.writer import AppendJob, GroupCommitWriter, Job, Pending, Projector
+from eventstore.writer import GroupCommitWriter, Job, Pending, Projector
 
 log = logging.getLogger("clerk_audit.writer")
 
@@ -37,14 +36,6 @@ Outcome = tuple[int, bool, Any]
 """``(ticket, failed, outcome or error)`` of one job."""
 STOP_TIMEOUT_S = 60.0
 LOST = "the writer process stopped; restart the server"
-
-
-def _for_the_pipe(job: Job[Any]) -> Job[Any]:
-    """``job`` without what the writer does not need and is costly to pickle (the parsed body
-    and envelope: the projection parses the body again)."""
-    if isinstance(job, AppendJob):
-        return replace(job, record=replace(job.record, envelope=None, document=None))
-    return job
 
 
 def _child(
@@ -121,7 +112,7 @@ class WriterProcess:
         self._waiting[ticket] = future
         if not self._outbox:
             loop.call_soon(self._flush)
-        self._outbox.append((ticket, _for_the_pipe(job)))
+        self._outbox.append((ticket, job))
         return await future
 
     def _attach(self) -> asyncio.AbstractEventLoop:

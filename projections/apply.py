@@ -10,7 +10,7 @@ orders them. Used live (one event per call) and by the rebuild's catch-up.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 
 from eventstore.records import StoredEvent
@@ -84,12 +84,22 @@ def apply_event(
         conn.execute(upsert_sql(found.spec, table), entity_row(found, event))
 
 
-def project(conn: sqlite3.Connection, stored: StoredEvent) -> None:
-    """The live projector: called by the writer in the transaction that appends ``stored``."""
+def _logged(stored: StoredEvent) -> LoggedEvent | None:
     record = stored.record
     if record.document is not None:
-        event = logged_event(stored.position, record.event_id, record.document)
-    else:
-        event = parse_logged(stored.position, record.event_id, record.body)
-    if event is not None:
-        apply_event(conn, event)
+        return logged_event(stored.position, record.event_id, record.document)
+    return parse_logged(stored.position, record.event_id, record.body)
+
+
+def project(conn: sqlite3.Connection, stored: Sequence[StoredEvent]) -> None:
+    """The live projector: called by the writer in the transaction that appends ``stored``
+    (a group's new events, in log order), with one statement per table for them all."""
+    events = [event for event in map(_logged, stored) if event is not None]
+    insert_timeline(conn, map(timeline_row, events), TIMELINE)
+    rows: dict[EntitySpec, list[EntityRow]] = {}
+    for event in events:
+        found = claim(event)
+        if found is not None:
+            rows.setdefault(found.spec, []).append(entity_row(found, event))
+    for spec, entity_rows in rows.items():
+        upsert_rows(conn, spec, entity_rows, spec.table)

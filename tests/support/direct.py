@@ -11,9 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from eventstore.db import open_store, transaction
-from eventstore.log import event_record
-from eventstore.records import DeliveryRecord
-from eventstore.writer import Appended, AppendJob
+from eventstore.writer import Appended, AppendJob, append_jobs
 from projections import ensure_current, project, state_digest, table_digests
 
 RECEIVED = "2026-11-23T12:00:00.000Z"
@@ -26,23 +24,21 @@ def new_store(path: Path) -> sqlite3.Connection:
     return open_store(path)
 
 
-def _run(conn: sqlite3.Connection, event_id: str, body: bytes) -> Appended:
-    record = event_record(event_id=event_id, svix_timestamp=1, received_at=RECEIVED, body=body)
-    delivery = DeliveryRecord(received_at=RECEIVED, outcome="stored", event_id=event_id)
-    return AppendJob(record, delivery).run(conn, project)
+def _job(event_id: str, body: bytes) -> AppendJob:
+    return AppendJob(event_id, 1, RECEIVED, body)
 
 
 def append(conn: sqlite3.Connection, event_id: str, body: bytes) -> Appended:
     """Append one verified event and project it, as the writer does, in its own transaction."""
     with transaction(conn):
-        return _run(conn, event_id, body)
+        return _job(event_id, body).run(conn, project)
 
 
 def append_all(conn: sqlite3.Connection, events: Iterable[tuple[str, bytes]]) -> None:
-    """Append events in order as one group (one transaction), as the writer groups them."""
+    """Append events in order as one group (one transaction and one batch), as the writer
+    groups them."""
     with transaction(conn):
-        for event_id, body in events:
-            _run(conn, event_id, body)
+        append_jobs(conn, [_job(event_id, body) for event_id, body in events], project)
 
 
 def digest(conn: sqlite3.Connection) -> str:

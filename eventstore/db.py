@@ -55,12 +55,20 @@ def connect(
     synchronous: str = "FULL",
     busy_timeout_ms: int = BUSY_TIMEOUT_MS,
     cache_kib: int | None = None,
+    temp_in_memory: bool = False,
 ) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) with our pragmas.
 
     :param busy_timeout_ms: how long a write waits for another writer's lock before the store
         counts as unavailable.
     :param cache_kib: the page cache, if not SQLite's default (2 MiB).
+    :param temp_in_memory: keep SQLite's temporary files in memory (``temp_store``), for
+        the server's writer. Every statement under a savepoint, and every insert into a table
+        with a trigger, keeps the pages it changes in a statement journal, which SQLite spills
+        to a temporary file past 64 KiB: a writer's batch did, a write system call per page.
+        Measured on batches of 16 events: 385 -> 303 us of writer CPU per event. Its journals
+        hold one group's pages at most; a rebuild's index builds (sorts of a million rows)
+        keep using files.
     """
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -69,6 +77,8 @@ def connect(
         conn.execute(f"PRAGMA secure_delete = {SECURE_DELETE}")
         if cache_kib is not None:
             conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
+        if temp_in_memory:
+            conn.execute("PRAGMA temp_store = MEMORY")
         return conn
     except sqlite3.Error as error:
         raise translate(error, path) from error

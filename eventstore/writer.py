@@ -31,7 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from eventstore.db import BUSY_TIMEOUT_MS, WRITER_CACHE_KIB, connect, transaction, translate
+from eventstore.db import (
+    BUSY_TIMEOUT_MS,
+    WRITER_CACHE_KIB,
+    connect,
+    transaction,
+    translate,
+)
 from eventstore.errors import EventConflict, StoreError, StoreUnavailable
 from eventstore.log import (
     append_many,
@@ -238,7 +244,12 @@ class GroupCommitWriter:
         self._path = path
         self._project = project
         self._settle: Settle = settle or _settle
-        self._conn = connect(path, busy_timeout_ms=busy_timeout_ms, cache_kib=WRITER_CACHE_KIB)
+        self._conn = connect(
+            path,
+            busy_timeout_ms=busy_timeout_ms,
+            cache_kib=WRITER_CACHE_KIB,
+            temp_in_memory=True,
+        )
         self._identity = _identity(path)
         self._held: list[DeliveryRecord] = []
         self._detached = False

@@ -9,7 +9,7 @@ import pytest
 
 from eventstore.db import open_store, transaction
 from eventstore.errors import ConfigurationError, EventConflict, StoreCorrupt
-from eventstore.log import append, event_record
+from eventstore.log import append, append_many, event_record
 from eventstore.samples import sample_body
 
 RECEIVED = "2026-08-04T12:00:00.000Z"
@@ -101,3 +101,22 @@ def test_store_connections_do_not_zero_freed_pages(db_path: Path) -> None:
     conn = open_store(db_path, create=True)
     assert conn.execute("PRAGMA secure_delete").fetchone() == (0,)
     conn.close()
+
+
+def test_one_batch_stores_an_event_once_and_tells_duplicates_and_conflicts(
+    store: sqlite3.Connection,
+) -> None:
+    """The writer appends a group's events with one statement: an event_id seen earlier in the
+    same batch counts as stored, exactly as if the batch ran one event at a time."""
+    created, updated = sample_body("user.created"), sample_body("user.updated")
+    with transaction(store):
+        append(store, _record("msg_0", created))
+        results = append_many(store, [
+            _record("msg_1", created), _record("msg_1", created), _record("msg_0", created),
+            _record("msg_1", updated), _record("msg_2", updated),
+        ])  # fmt: skip
+    assert results[:3] == [("stored", 2), ("duplicate", 2), ("duplicate", 1)]
+    assert isinstance(results[3], EventConflict) and "position 2" in str(results[3])
+    assert results[4] == ("stored", 3)
+    rows = store.execute("SELECT position, event_id, body FROM events ORDER BY position")
+    assert rows.fetchall() == [(1, "msg_0", created), (2, "msg_1", created), (3, "msg_2", updated)]

@@ -40,7 +40,7 @@ from projections.tables import (
     row_counts,
     swap_in,
 )
-from projections.workers import workers_for
+from projections.workers import default_workers, workers_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +111,10 @@ def _rebuild(
     workers: int | None,
 ) -> RebuildResult:
     conn.execute("PRAGMA legacy_alter_table = ON")
+    # The index builds come after the worker processes are gone: let SQLite's sorter use the
+    # cores they leave. Measured on the million-event log: the timeline's (user_id,
+    # occurred_at) index 1.5 -> 1.0 s, all sixteen 10.6 -> 8.4 s.
+    conn.execute(f"PRAGMA threads = {default_workers()}")
     upto = log_position(conn)
     gen = generation(conn) + 1
     pacer = Pacer(conn)

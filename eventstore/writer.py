@@ -3,11 +3,11 @@
 The server runs it in a process of its own (``eventstore.writer_process``). Requests hand jobs
 to :class:`GroupCommitWriter` and wait. The writer thread takes every job
 waiting at that moment, runs them all in one ``BEGIN IMMEDIATE`` transaction and commits once:
-one fsync (``synchronous=FULL``) for the whole group. Consecutive appends run together, one
-statement per table for all of them (:func:`append_jobs`); if the store refuses such a batch,
-it is undone and its jobs run again each under its own SAVEPOINT, so one refused job does not
-undo the others. Only then is each job's future resolved, so a 2xx is
-never sent for an event that is not durably committed.
+one fsync (``synchronous=FULL``) for the whole group. Only then is each job's future resolved,
+so a 2xx is never sent for an event that is not durably committed. Consecutive appends run
+together, one statement per table for all of them (:func:`append_jobs`); if the store refuses
+such a batch, it is undone and its jobs run again each under its own SAVEPOINT, so one refused
+job does not undo the others.
 
 If the transaction cannot commit (locked too long, disk full, read-only, damaged or replaced
 file), every job of the group fails with :class:`StoreUnavailable` at once and nothing of the group

@@ -29,6 +29,11 @@ ORG_WORDS = ("Okafor", "Lindqvist", "Tanaka", "Harbor", "Silva", "Novak", "Reyes
 ROLES = ("org:member", "org:admin", "org:analyst_lead", "org:billing")
 STATUS = {Kind.SESSION_ENDED: "ended", Kind.SESSION_REVOKED: "revoked"}
 _B64_TO_ALNUM = bytes.maketrans(b"+/", b"xZ")
+KSUID_EPOCH = 1_400_000_000
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+SENT_PER_SECOND = 1_000
+"""How many events the workload sends per second of Svix's clock (it fixes how many message
+ids share a second; real ones are made at sending time, so they arrive nearly in id order)."""
 
 Values = dict[str, str]
 """Slot name -> JSON text."""
@@ -46,9 +51,28 @@ class Rendered(NamedTuple):
 
 
 def token(key: str) -> str:
-    """A 27-character KSUID-shaped id part, a pure function of ``key``."""
+    """A 27-character id part of KSUID's length and alphabet, a pure function of ``key``."""
     digest = hashlib.blake2b(key.encode(), digest_size=21).digest()
     return base64.b64encode(digest).translate(_B64_TO_ALNUM)[:27].decode()
+
+
+def ksuid(second: int, key: str) -> str:
+    """A KSUID as Svix and Clerk make them: the 4-byte second (from KSUID's epoch, 1.4e9) then
+    16 bytes (here a pure function of ``key``), in base62, 27 characters: ids made in a later
+    second sort after those of an earlier one."""
+    payload = hashlib.blake2b(key.encode(), digest_size=16).digest()
+    number = int.from_bytes((second - KSUID_EPOCH).to_bytes(4, "big") + payload, "big")
+    digits = []
+    while number:
+        number, digit = divmod(number, 62)
+        digits.append(_BASE62[digit])
+    return "".join(reversed(digits)).rjust(27, "0")
+
+
+def message_id(spec: int, sent: int) -> str:
+    """The ``svix-id`` of the ``sent``-th event the workload sends (0 first): Svix makes it when
+    the event is sent, so ids follow the sending order, :data:`SENT_PER_SECOND` to a second."""
+    return f"msg_{ksuid(T0_MS // 1000 + sent // SENT_PER_SECOND, f'msg:{spec}')}"
 
 
 @cache
@@ -265,7 +289,8 @@ class Renderer:
     def __init__(self) -> None:
         self._templates = _templates()
 
-    def render(self, spec: int) -> Rendered:
+    def render(self, spec: int, sent: int = 0) -> Rendered:
+        """The event ``spec``, sent as the ``sent``-th event of its stream (0 first)."""
         entity, step, kind, _echo = unpack(spec)
         family = FAMILIES[kind]
         time = family.base(entity) + step * STEP_MS + entity * 7919 % 997 * 1000
@@ -274,7 +299,7 @@ class Renderer:
         values["timestamp"] = str(time + 3)
         values["client_ip"] = f'"198.51.100.{entity % 250 + 1}"'
         return Rendered(
-            event_id=f"msg_{token(f'msg:{spec}')}",
+            event_id=message_id(spec, sent),
             event_type=EVENT_TYPES[kind],
             object_type=family.object_type,
             object_id=clerk_id(family.prefix, entity),

@@ -42,13 +42,16 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def _render(specs: list[int]) -> list[Event]:
+def _render(job: tuple[int, list[int]]) -> list[Event]:
+    """The events ``specs`` of ``(start, specs)``, sent from the ``start``-th on."""
+    start, specs = job
     renderer = Renderer()
-    return [(event.event_id, event.body) for event in map(renderer.render, specs)]
+    rendered = (renderer.render(spec, sent) for sent, spec in enumerate(specs, start))
+    return [(event.event_id, event.body) for event in rendered]
 
 
 def _pool_path(work: Path) -> Path:
-    probe = repr(_render(plan(50, seed=SEED))).encode()
+    probe = repr(_render((0, plan(50, seed=SEED)))).encode()
     return work / f"ingest-pool-{POOL_EVENTS}-{hashlib.sha256(probe).hexdigest()[:12]}.pickle"
 
 
@@ -66,7 +69,7 @@ def ensure_pool(work: Path) -> Path:
 def write_pool(path: Path, events: int, *, processes: int = 1) -> None:
     """Render ``events`` events into a pool file at ``path`` (replaced at the end)."""
     specs = plan(events, seed=SEED)
-    chunks = [specs[start : start + CHUNK] for start in range(0, len(specs), CHUNK)]
+    chunks = [(start, specs[start : start + CHUNK]) for start in range(0, len(specs), CHUNK)]
     partial = path.with_name(path.name + ".partial")
     with partial.open("wb") as file, get_context("fork").Pool(processes) as pool:
         for rendered in pool.imap(_render, chunks):

@@ -29,7 +29,7 @@ from bench.workload import plan
 from eventstore.db import open_store, transaction
 from eventstore.log import EVENT_COLUMNS, event_record, sha256_hex
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SEED = 20260804
 CHUNK = 5000
 CHECK_EVERY = 997
@@ -58,7 +58,7 @@ def _rows(job: tuple[int, Sequence[int]]) -> list[Row]:
     renderer = _renderer()
     rows: list[Row] = []
     for position, spec in enumerate(specs, start):
-        event = renderer.render(spec)
+        event = renderer.render(spec, position - 1)
         received_at, svix_timestamp = _received(position)
         row = (
             event.event_id, event.event_type, event.object_type, event.object_id,

@@ -4,11 +4,15 @@ is run again job by job, so one refused job does not undo the others."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from eventstore.db import open_store
 from eventstore.errors import EventConflict, StoreError
+from eventstore.records import StoredEvent
 from eventstore.writer import Appended, AppendJob, GroupCommitWriter, Pending
 from projections import ensure_current, project
 from tests.support.ingest import user_created
@@ -76,3 +80,34 @@ def test_a_job_the_store_refuses_fails_alone_and_the_rest_of_its_batch_is_kept(
     deliveries = conn.execute("SELECT event_id, outcome FROM deliveries ORDER BY id").fetchall()
     assert deliveries == [("msg_ok", "stored"), ("msg_ok", "conflict")]
     assert conn.execute("SELECT count(*) FROM users").fetchone() == (1,)
+
+
+def test_a_projection_that_fails_on_one_event_skips_only_that_events_projection(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in a projection must not cost the other events of the batch their projection, nor
+    any event its place in the log."""
+
+    def buggy(conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
+        if any(event.record.event_id == "msg_bug" for event in events):
+            raise ValueError("a projection bug")
+        project(conn, events)
+
+    _store(db_path)
+    settled: list[list[Pending[Any]]] = []
+    writer = GroupCommitWriter(db_path, project=buggy, settle=settled.append)
+    group = [
+        Pending(_job(event_id, user_created()), None) for event_id in ("msg_1", "msg_bug", "msg_2")
+    ]
+    try:
+        writer._commit(group)
+    finally:
+        writer.close()
+    assert [p.outcome for p in group] == [
+        Appended("stored", 1), Appended("stored", 2), Appended("stored", 3),
+    ]  # fmt: skip
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT count(*) FROM events").fetchone() == (3,)
+    timeline = conn.execute("SELECT event_id FROM audit_timeline ORDER BY position").fetchall()
+    assert timeline == [("msg_1",), ("msg_2",)]
+    assert "projection failed for event msg_bug" in caplog.text

@@ -4,7 +4,7 @@ The upsert keeps, per entity, the row of the claim with the greatest key
 ``(full, version_ms, version_rank, event_id)``, ORs ``deleted`` and keeps the earliest
 ``deleted_at``. SQLite evaluates every ``SET`` expression on the old row, so the ``CASE`` below
 compares the incoming claim with the stored one exactly as :attr:`projections.fold.Claim.key`
-orders them. Used live (one event per call) and by the rebuild's catch-up.
+orders them. Used live (a group's new events per call) and by the rebuild's catch-up.
 """
 
 from __future__ import annotations
@@ -71,17 +71,20 @@ def insert_timeline(conn: sqlite3.Connection, rows: Iterable[TimelineRow], name:
     conn.executemany(timeline_insert_sql(name), rows)
 
 
-def apply_event(
-    conn: sqlite3.Connection, event: LoggedEvent, names: Mapping[str, str] | None = None
+def apply_events(
+    conn: sqlite3.Connection, events: Sequence[LoggedEvent], names: Mapping[str, str] | None = None
 ) -> None:
-    """Project one event: its timeline row and its claim (``names`` maps a projection table
-    to the table actually written, for a rebuild's shadow tables)."""
-    timeline = names[TIMELINE] if names else TIMELINE
-    conn.execute(timeline_insert_sql(timeline), timeline_row(event))
-    found = claim(event)
-    if found is not None:
-        table = names[found.spec.table] if names else found.spec.table
-        conn.execute(upsert_sql(found.spec, table), entity_row(found, event))
+    """Project ``events``: their timeline rows and their claims, one statement per table for
+    them all (``names`` maps a projection table to the table actually written, for a rebuild's
+    shadow tables). Two claims on one entity are upserted one after the other."""
+    insert_timeline(conn, map(timeline_row, events), names[TIMELINE] if names else TIMELINE)
+    rows: dict[EntitySpec, list[EntityRow]] = {}
+    for event in events:
+        found = claim(event)
+        if found is not None:
+            rows.setdefault(found.spec, []).append(entity_row(found, event))
+    for spec, entity_rows in rows.items():
+        upsert_rows(conn, spec, entity_rows, names[spec.table] if names else spec.table)
 
 
 def _logged(stored: StoredEvent) -> LoggedEvent | None:
@@ -93,13 +96,5 @@ def _logged(stored: StoredEvent) -> LoggedEvent | None:
 
 def project(conn: sqlite3.Connection, stored: Sequence[StoredEvent]) -> None:
     """The live projector: called by the writer in the transaction that appends ``stored``
-    (a group's new events, in log order), with one statement per table for them all."""
-    events = [event for event in map(_logged, stored) if event is not None]
-    insert_timeline(conn, map(timeline_row, events), TIMELINE)
-    rows: dict[EntitySpec, list[EntityRow]] = {}
-    for event in events:
-        found = claim(event)
-        if found is not None:
-            rows.setdefault(found.spec, []).append(entity_row(found, event))
-    for spec, entity_rows in rows.items():
-        upsert_rows(conn, spec, entity_rows, spec.table)
+    (a group's new events, in log order)."""
+    apply_events(conn, [event for event in map(_logged, stored) if event is not None])

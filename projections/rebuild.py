@@ -27,7 +27,7 @@ from pathlib import Path
 
 from eventstore.db import open_store, transaction
 from eventstore.log import log_position
-from projections.apply import apply_event
+from projections.apply import apply_events
 from projections.digest import digests_in_workers, state_digest, table_digests
 from projections.pacing import Pacer
 from projections.shadow import Progress, build_shadow, scan
@@ -64,8 +64,7 @@ def catch_up(conn: sqlite3.Connection, upto: int) -> int:
     transaction); returns how many."""
     count = 0
     for events in scan(conn, upto):
-        for event in events:
-            apply_event(conn, event, SHADOW_NAMES)
+        apply_events(conn, events, SHADOW_NAMES)
         count += len(events)
     return count
 

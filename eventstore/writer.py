@@ -323,35 +323,32 @@ class GroupCommitWriter:
         """Append together (:func:`append_jobs`) under one savepoint. If the store refuses the
         batch without failing itself, it is undone and each job runs under a savepoint of its
         own, so one refused job does not undo the others."""
-        self._conn.execute("SAVEPOINT batch")
-        try:
-            jobs = [p.job for p in pendings if isinstance(p.job, AppendJob)]
-            results = append_jobs(self._conn, jobs, self._project)
-        except sqlite3.Error as error:
-            store_error = translate(error, self._path)
-            if _fatal(store_error):
-                raise store_error from error
-            self._conn.execute("ROLLBACK TO batch")
+        jobs = [p.job for p in pendings if isinstance(p.job, AppendJob)]
+        results, refused = self._attempt(lambda: append_jobs(self._conn, jobs, self._project))
+        if refused:
             results = [self._in_savepoint(pending.job) for pending in pendings]
-        self._conn.execute("RELEASE batch")
         for pending, (outcome, failed) in zip(pendings, results, strict=True):
             pending.outcome, pending.failed = outcome, failed
 
     def _in_savepoint(self, job: Job[Any]) -> tuple[Any, bool]:
-        """Run ``job`` under a savepoint of its own: (outcome, failed). A refused job is undone
-        alone; an error of the store itself aborts the whole group."""
-        self._conn.execute("SAVEPOINT job")
+        """Run ``job`` under a savepoint of its own: (outcome, failed)."""
+        return self._attempt(lambda: job.run(self._conn, self._project))
+
+    def _attempt(self, run: Callable[[], Any]) -> tuple[Any, bool]:
+        """``run()`` under a savepoint: (its result, False), or (the error, True) if the store
+        refused it, undone alone; an error of the store itself aborts the whole group."""
+        self._conn.execute("SAVEPOINT attempt")
         try:
-            outcome, failed = job.run(self._conn, self._project), False
+            outcome, failed = run(), False
         except sqlite3.Error as error:
             store_error = translate(error, self._path)
             if _fatal(store_error):
                 raise store_error from error
-            self._conn.execute("ROLLBACK TO job")
+            self._conn.execute("ROLLBACK TO attempt")
             outcome, failed = store_error, True
         except EventConflict as conflict:
             outcome, failed = conflict, True
-        self._conn.execute("RELEASE job")
+        self._conn.execute("RELEASE attempt")
         return outcome, failed
 
     def _fail(self, group: list[Pending[Any]], error: StoreError) -> None:

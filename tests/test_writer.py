@@ -13,17 +13,19 @@ import pytest
 from eventstore.db import open_store
 from eventstore.errors import EventConflict, StoreError
 from eventstore.records import StoredEvent
-from eventstore.writer import Appended, AppendJob, GroupCommitWriter, Pending
+from eventstore.writer import Appended, AppendJob, GroupCommitWriter, Pending, Projector
 from projections import ensure_current, project
 from tests.support.ingest import user_created
 
 RECEIVED = "2026-12-02T00:00:00.000Z"
 
 
-def _commit(path: Path, jobs: list[AppendJob]) -> list[Pending[Any]]:
+def _commit(
+    path: Path, jobs: list[AppendJob], projector: Projector = project
+) -> list[Pending[Any]]:
     """Run ``jobs`` as one group of the server's writer (its thread takes no other job)."""
     settled: list[list[Pending[Any]]] = []
-    writer = GroupCommitWriter(path, project=project, settle=settled.append)
+    writer = GroupCommitWriter(path, project=projector, settle=settled.append)
     group = [Pending(job, None) for job in jobs]
     try:
         writer._commit(group)
@@ -94,15 +96,11 @@ def test_a_projection_that_fails_on_one_event_skips_only_that_events_projection(
         project(conn, events)
 
     _store(db_path)
-    settled: list[list[Pending[Any]]] = []
-    writer = GroupCommitWriter(db_path, project=buggy, settle=settled.append)
-    group = [
-        Pending(_job(event_id, user_created()), None) for event_id in ("msg_1", "msg_bug", "msg_2")
-    ]
-    try:
-        writer._commit(group)
-    finally:
-        writer.close()
+    group = _commit(
+        db_path,
+        [_job(event_id, user_created()) for event_id in ("msg_1", "msg_bug", "msg_2")],
+        buggy,
+    )
     assert [p.outcome for p in group] == [
         Appended("stored", 1), Appended("stored", 2), Appended("stored", 3),
     ]  # fmt: skip

@@ -12,7 +12,7 @@ from eventstore.errors import (
     StoreUnavailable,
     VerificationFailed,
 )
-from eventstore.records import DeliveryRecord, EventRecord, StoredEvent
+from eventstore.records import DeliveryRecord, EventRecord
 
 __all__ = [
     "AuditStoreError",
@@ -27,7 +27,6 @@ __all__ = [
     "StoreCorrupt",
     "StoreError",
     "StoreUnavailable",
-    "StoredEvent",
     "VerificationFailed",
     "parse_envelope",
 ]

@@ -1,7 +1,9 @@
 """The HTTP application: ``POST /webhooks/clerk`` and ``GET /healthz`` (CONTRACT §3).
 
 This is the one place where our errors become HTTP answers (:func:`error_response`). Every
-request to the ingest route leaves exactly one ``deliveries`` row, whatever its outcome.
+request to the ingest route leaves exactly one ``deliveries`` row, whatever its outcome. The
+route reads, verifies and appends to the log, nothing else: the projections follow the log
+in a process of their own, and ``/healthz`` only reads how far they got.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from eventstore.errors import (
 )
 from eventstore.log import sha256_hex
 from eventstore.records import DeliveryRecord
-from eventstore.settings import LOG_FORMAT, Settings
+from eventstore.settings import Settings
 from eventstore.timefmt import now_iso
 from eventstore.verify import Verifier, claimed_event_id, claimed_timestamp
-from eventstore.writer import AppendJob, DeliveryJob, PositionJob, Projector
-from eventstore.writer_process import WriterProcess
+from eventstore.writer import AppendJob, DeliveryJob, GroupCommitWriter, PositionJob
+from projections.progress import read_progress
 
 log = logging.getLogger("clerk_audit.ingest")
 
@@ -97,7 +99,7 @@ class Arrival:
 class Ingest:
     """The ingest route: read, verify, append, answer."""
 
-    def __init__(self, settings: Settings, writer: WriterProcess) -> None:
+    def __init__(self, settings: Settings, writer: GroupCommitWriter) -> None:
         self._limit = settings.max_body_bytes
         self._verifier = Verifier(settings.secrets)
         self._writer = writer
@@ -144,19 +146,15 @@ class Ingest:
 class Service:
     """The running server: its writer exists between the lifespan's start and end."""
 
-    def __init__(self, settings: Settings, project: Projector | None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._project = project
-        self._writer: WriterProcess | None = None
+        self._writer: GroupCommitWriter | None = None
         self._ingest: Ingest | None = None
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        self._writer = WriterProcess(
-            self._settings.db_path,
-            project=self._project,
-            busy_timeout_ms=self._settings.busy_timeout_ms,
-            log_format=LOG_FORMAT,
+        self._writer = GroupCommitWriter(
+            self._settings.db_path, busy_timeout_ms=self._settings.busy_timeout_ms
         )
         self._ingest = Ingest(self._settings, self._writer)
         try:
@@ -169,20 +167,22 @@ class Service:
         return await self._ingest(request)
 
     async def healthz(self, request: Request) -> Response:
+        """200 while the log can be written, with how far the projections have followed it."""
         assert self._writer is not None, "the app's lifespan has not started"
         try:
             position = await self._writer.submit(PositionJob())
         except AuditStoreError as error:
             return error_response(error)
-        return JSONResponse({"status": "ok", "position": position})
+        progress = read_progress(self._settings.projections_path)
+        return JSONResponse(
+            {"status": "ok", "position": position, "projected": progress.position,
+             "projection_errors": progress.errors}
+        )  # fmt: skip
 
 
-def create_app(settings: Settings, *, project: Projector | None = None) -> Starlette:
-    """The ASGI app for ``settings``; the writer starts and stops with the app's lifespan.
-
-    :param project: applied to each newly stored event in its append transaction.
-    """
-    service = Service(settings, project)
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI app for ``settings``; the writer starts and stops with the app's lifespan."""
+    service = Service(settings)
     routes = [
         Route("/webhooks/clerk", service.ingest, methods=["POST"]),
         Route("/healthz", service.healthz, methods=["GET"]),

@@ -13,17 +13,19 @@ from eventstore.errors import ConfigurationError, StoreCorrupt, StoreError, Stor
 from eventstore.schema import APPLICATION_ID, log_migrations
 
 BUSY_TIMEOUT_MS = 5000
-WRITER_CACHE_KIB = 65_536
-"""The server's writer's page cache (SQLite's default is 2 MiB): each append touches a dozen
-B-trees (the log, deliveries, the timeline's indexes, an entity table), and with the default
-their pages are read back from the OS again and again."""
+WRITER_CACHE_KIB = 16_384
+"""The server's writer's page cache (SQLite's default is 2 MiB), so the pages of the log's
+B-trees that every append touches stay in memory."""
+
+LOG_PAGE_SIZE = 16_384
+"""The page size of a new log. Bodies are 2-3 KB: with SQLite's default 4 KiB pages most of a
+page is left empty around each one (the one-file store took 1.7 bytes per body byte); at
+16 KiB a page holds several. See bench/analysis.md."""
 
 SECURE_DELETE = "OFF"
-"""Debian's SQLite zeroes every freed page by default (``SQLITE_SECURE_DELETE``), so dropping
-a rebuild's old projections rewrote them whole through the WAL, holding the write lock: 21 s
-at a million events, long enough for the server to answer 503. Nothing is ever erased from
-this store (the log keeps every body), so zeroing protects nothing; with it off the swap of a
-million-event rebuild takes a second."""
+"""Debian's SQLite zeroes every freed page by default (``SQLITE_SECURE_DELETE``), which made
+dropping the old layout's projection tables from a large log rewrite them whole through the
+WAL. Nothing is deleted from the log in normal operation, so zeroing protects nothing there."""
 
 
 def translate(error: sqlite3.Error, path: Path | str = "the store") -> StoreError:
@@ -84,6 +86,11 @@ def connect(
         raise translate(error, path) from error
 
 
+def _is_empty(conn: sqlite3.Connection) -> bool:
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    return int(pages) <= 1
+
+
 def _check_application(conn: sqlite3.Connection, path: Path) -> None:
     (app_id,) = conn.execute("PRAGMA application_id").fetchone()
     (tables,) = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -111,6 +118,8 @@ def open_store(
     conn = connect(path, synchronous=synchronous)
     try:
         _check_application(conn, path)
+        if _is_empty(conn):
+            conn.execute(f"PRAGMA page_size = {LOG_PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode = WAL")
         log_migrations.apply(Database(conn))
     except sqlite3.Error as error:
@@ -120,6 +129,25 @@ def open_store(
         conn.close()
         raise
     return conn
+
+
+def open_reader(path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
+    """A read-only connection to an existing SQLite file (``mode=ro``): the projector's view of
+    the log, which it must never write.
+
+    :raises ConfigurationError: there is no file at ``path``.
+    """
+    if not path.exists():
+        raise ConfigurationError(f"no store at {path} (start the server once to create it)")
+    try:
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+            check_same_thread=False,
+        )  # fmt: skip
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        return conn
+    except sqlite3.Error as error:
+        raise translate(error, path) from error
 
 
 def probe_writable(conn: sqlite3.Connection, path: Path) -> None:

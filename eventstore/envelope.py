@@ -1,14 +1,18 @@
-"""Parsing a verified body into Clerk's event envelope (pydantic, tolerant of drift).
+"""Reading the ``events`` columns out of a verified body (pydantic, tolerant of drift).
 
-Clerk adds fields without notice and older events lack newer ones, so every field but ``type``
-is optional and a field of the wrong JSON type reads as absent instead of failing the event.
-Only a body that is not a JSON object with a string ``type`` is refused (:class:`NotAnEvent`);
-the ingest route stores such a body as quarantined.
+The append path parses a body only as far as the log's columns need: ``type``, ``timestamp``,
+``instance_id`` and ``data``'s ``id``, ``updated_at`` and ``created_at``. Clerk adds fields
+without notice and older events lack newer ones, so every field but ``type`` is optional and a
+field of the wrong JSON type reads as absent instead of failing the event. Only a body that is
+not a JSON object with a string ``type`` is refused (:class:`NotAnEvent`); the ingest route
+stores such a body as quarantined. The projector reads the same bodies with the same
+:func:`load_json`, so both agree on what is an event.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 import orjson
@@ -23,7 +27,7 @@ from pydantic import (
     WrapValidator,
 )
 
-from eventstore.timefmt import occurred_ms
+from eventstore.timefmt import iso_ms, normalise_ms
 
 
 class NotAnEvent(ValueError):
@@ -43,7 +47,6 @@ Lenient = WrapValidator(_absent_if_invalid)
 OptStr = Annotated[StrictStr | None, Lenient]
 RawNumber = Annotated[StrictInt | StrictFloat | None, Lenient]
 """A JSON number kept as sent (timestamps are normalised where they are used)."""
-JsonObject = Annotated[dict[str, Any] | None, Lenient]
 
 
 def split_type(event_type: str) -> tuple[str | None, str | None]:
@@ -59,24 +62,21 @@ class ClerkModel(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class HttpRequest(ClerkModel):
-    client_ip: OptStr = None
-    user_agent: OptStr = None
+class DataRef(ClerkModel):
+    """The parts of ``data`` the log keeps in columns."""
 
-
-class EventAttributes(ClerkModel):
-    http_request: Annotated[HttpRequest | None, Lenient] = None
+    id: OptStr = None
+    updated_at: RawNumber = None
+    created_at: RawNumber = None
 
 
 class Envelope(ClerkModel):
-    """The body of a Clerk webhook: ``{type, object, timestamp, instance_id, data, ...}``."""
+    """The body of a Clerk webhook, as far as the ``events`` columns need it."""
 
     type: StrictStr
-    object: OptStr = None
     timestamp: RawNumber = None
     instance_id: OptStr = None
-    data: JsonObject = None
-    event_attributes: Annotated[EventAttributes | None, Lenient] = None
+    data: Annotated[DataRef | None, Lenient] = None
 
     @property
     def object_type(self) -> str | None:
@@ -84,42 +84,46 @@ class Envelope(ClerkModel):
         return split_type(self.type)[0]
 
     @property
-    def action(self) -> str | None:
-        """The action in ``type`` (``created``, ``pastDue``, ...)."""
-        return split_type(self.type)[1]
-
-    @property
     def object_id(self) -> str | None:
         """``data.id`` when it is a string."""
-        value = self.data.get("id") if self.data else None
-        return value if isinstance(value, str) else None
+        return self.data.id if self.data else None
 
     @property
-    def occurred_ms(self) -> int | None:
+    def occurred_at(self) -> str | None:
         """The event's time (CONTRACT §6): envelope ``timestamp``, else ``data.updated_at``,
-        else ``data.created_at``."""
-        return occurred_ms(self.timestamp, self.data)
+        else ``data.created_at``, as ISO-8601 text; None when none is usable."""
+        data = self.data
+        candidates = (self.timestamp, *((data.updated_at, data.created_at) if data else ()))
+        for value in candidates:
+            ms = normalise_ms(value)
+            if ms is not None:
+                return iso_ms(ms)
+        return None
 
-    @property
-    def client_ip(self) -> str | None:
-        request = self.event_attributes.http_request if self.event_attributes else None
-        return request.client_ip or None if request else None
 
-    @property
-    def user_agent(self) -> str | None:
-        request = self.event_attributes.http_request if self.event_attributes else None
-        return request.user_agent or None if request else None
+_LONG_NUMBER = re.compile(rb"\d{19,}")
+"""A run of digits that may be an integer past 64 bits, which orjson reads as a float."""
 
 
 def load_json(body: bytes) -> Any:
-    """Parse JSON bytes; integers past 64 bits fall back to the standard library."""
+    """Parse JSON bytes strictly (orjson's rules: UTF-8, no NaN or Infinity, no lone
+    surrogates, at most 1,024 levels deep), keeping integers past 64 bits exact.
+
+    orjson rounds such integers to floats without a word, so a body with a long run of digits
+    is checked by orjson and then read by the standard library, which keeps them exact.
+
+    :raises NotAnEvent: the bytes are not such JSON.
+    """
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as fast_error:
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError):
-            raise NotAnEvent(f"body is not valid JSON: {fast_error}") from None
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise NotAnEvent(f"body is not valid JSON: {error}") from None
+    if _LONG_NUMBER.search(body) is None:
+        return document
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise NotAnEvent("body is not valid JSON: nested too deeply") from None
 
 
 def parse_document(body: bytes) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 Functions here run inside the caller's transaction (see :func:`eventstore.db.transaction`);
 they never commit. The single writer (``eventstore.writer``) is the only caller that appends.
+A body is parsed only as far as the ``events`` columns need (``eventstore.envelope``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Literal
 from eventstore.envelope import Envelope, NotAnEvent, parse_document
 from eventstore.errors import EventConflict
 from eventstore.records import DeliveryRecord, EventRecord
-from eventstore.timefmt import iso_ms
 
 EVENT_COLUMNS = (
     "event_id", "event_type", "object_type", "object_id", "instance_id", "occurred_at",
@@ -51,22 +51,19 @@ def event_record(
             "quarantined", str(reason),
         )  # fmt: skip
     envelope = Envelope.model_validate(document)
-    occurred = envelope.occurred_ms
     return EventRecord(
         event_id=event_id,
         event_type=envelope.type,
         object_type=envelope.object_type,
         object_id=envelope.object_id,
         instance_id=envelope.instance_id,
-        occurred_at=iso_ms(occurred) if occurred is not None else None,
+        occurred_at=envelope.occurred_at,
         received_at=received_at,
         svix_timestamp=svix_timestamp,
         body=body,
         body_sha256=digest,
         status="ok",
         quarantine_reason=None,
-        envelope=envelope,
-        document=document,
     )
 
 

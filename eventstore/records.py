@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from eventstore.envelope import Envelope
+from dataclasses import dataclass
+from typing import Literal
 
 EventStatus = Literal["ok", "quarantined"]
 Outcome = Literal[
@@ -37,19 +35,6 @@ class EventRecord:
     body_sha256: str
     status: EventStatus
     quarantine_reason: str | None
-    envelope: Envelope | None = field(default=None, compare=False, repr=False)
-    """The parsed envelope (never stored; None when quarantined)."""
-    document: dict[str, Any] | None = field(default=None, compare=False, repr=False)
-    """The parsed body the envelope was read from, kept so the live projection does not parse
-    it again (never stored; None when quarantined)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """An event with its ``position`` in the log."""
-
-    position: int
-    record: EventRecord
 
 
 @dataclass(frozen=True, slots=True)

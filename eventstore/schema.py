@@ -3,7 +3,8 @@
 Invariants live here, not only in Python: ``event_id`` is UNIQUE, triggers refuse any UPDATE or
 DELETE of either table and any INSERT that would replace an existing event (``INSERT OR
 REPLACE`` deletes without firing DELETE triggers), and CHECK constraints pin the vocabularies.
-Projection tables are not here: they are derived and rebuilt (``projections``).
+Projection tables are not here: they live in a file of their own (``projections``). A log
+from the one-file layout loses its projection tables in migration 4; its rows stay untouched.
 """
 
 from __future__ import annotations
@@ -106,3 +107,19 @@ def m003_leaner_log_indexes(db: Database) -> None:
     ``audit_timeline``, which has its own."""
     db.execute("DROP INDEX IF EXISTS events_object")
     db.execute("DROP INDEX IF EXISTS events_occurred_at")
+
+
+LOG_TABLES = ("events", "deliveries")
+
+
+@log_migrations()
+def m004_projections_leave_the_log(db: Database) -> None:
+    """The one-file layout kept projections beside the log; they now live in their own file,
+    rebuilt from the log, so every table, view and trigger that is not the log's goes."""
+    keep = " AND ".join(f"name NOT LIKE '{t}%'" for t in LOG_TABLES)
+    found = db.execute(
+        "SELECT type, name FROM sqlite_master WHERE type IN ('view', 'table') "
+        f"AND name NOT LIKE 'sqlite%' AND name NOT LIKE '\\_sqlite%' ESCAPE '\\' AND {keep}"
+    ).fetchall()
+    for kind, name in sorted(found, key=lambda row: row[0] != "view"):
+        db.execute(f"DROP {kind.upper()} IF EXISTS [{name}]")

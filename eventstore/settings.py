@@ -24,12 +24,14 @@ BUSY_TIMEOUT_ENV = "CLERK_AUDIT_BUSY_TIMEOUT_MS"
 """How long a write waits for another connection's lock before answering 503 (milliseconds).
 Keep it well under Svix's 15 s answer deadline."""
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-"""How the server (and its writer process) log."""
+"""How the server (and its projector process) log."""
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     db_path: Path
+    """The log."""
+    projections_path: Path
     secrets: tuple[SigningSecret, ...] = field(repr=False)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     dev_secret: bool = False
@@ -91,6 +93,7 @@ def resolve_secrets(
 
 def load_settings(
     db_path: Path,
+    projections: Path,
     *,
     secret: str | None = None,
     env: Mapping[str, str] | None = None,
@@ -100,4 +103,4 @@ def load_settings(
     env = os.environ if env is None else env
     limit, busy = max_body_bytes(env), busy_timeout_ms(env)
     secrets, is_dev = resolve_secrets(db_path, secret, env, announce)
-    return Settings(db_path, secrets, limit, is_dev, busy)
+    return Settings(db_path, projections, secrets, limit, is_dev, busy)

@@ -1,13 +1,15 @@
-"""The single writer: one thread owns the write connection and commits in groups.
+"""The single writer of the log: one thread owns the write connection and commits in groups.
 
-The server runs it in a process of its own (``eventstore.writer_process``). Requests hand jobs
-to :class:`GroupCommitWriter` and wait. The writer thread takes every job
+Requests hand jobs to :class:`GroupCommitWriter` and wait. The writer thread takes every job
 waiting at that moment, runs them all in one ``BEGIN IMMEDIATE`` transaction and commits once:
 one fsync (``synchronous=FULL``) for the whole group. Only then is each job's future resolved,
-so a 2xx is never sent for an event that is not durably committed. Consecutive appends run
-together, one statement per table for all of them (:func:`append_jobs`); if the store refuses
-such a batch, it is undone and its jobs run again each under its own SAVEPOINT, so one refused
-job does not undo the others.
+so a 2xx is never sent for an event that is not durably committed. Nothing but the log
+(``events`` and ``deliveries``) is written here: the projections follow the log in a process
+of their own (``projections.projector``). Consecutive appends run together, one statement per
+table for all of them (:func:`append_jobs`); if the store refuses such a batch, it is undone
+and its jobs run again each under its own SAVEPOINT, so one refused job does not undo the
+others. SQLite releases the GIL while it writes and syncs, so the thread overlaps the event
+loop.
 
 If the transaction cannot commit (locked too long, disk full, read-only, damaged or replaced
 file), every job of the group fails with :class:`StoreUnavailable` at once and nothing of the group
@@ -47,15 +49,12 @@ from eventstore.log import (
     record_delivery,
     sha256_hex,
 )
-from eventstore.records import DeliveryRecord, EventRecord, Outcome, StoredEvent
+from eventstore.records import DeliveryRecord, EventRecord, Outcome
 
 log = logging.getLogger("clerk_audit.writer")
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
-Projector = Callable[[sqlite3.Connection, Sequence[StoredEvent]], None]
-"""Called inside the append's transaction with the newly stored events of a group, in log
-order (live projections)."""
 
 MAX_GROUP = 1024
 MAX_HELD = 10_000
@@ -63,7 +62,7 @@ MAX_HELD = 10_000
 
 
 class Job(Protocol[T_co]):
-    def run(self, conn: sqlite3.Connection, project: Projector | None) -> T_co: ...
+    def run(self, conn: sqlite3.Connection) -> T_co: ...
 
     def unavailable(self, reason: str) -> DeliveryRecord | None: ...
 
@@ -75,16 +74,13 @@ class Appended:
     outcome: Literal["stored", "duplicate", "quarantined"]
     position: int
 
-    def __reduce__(self) -> tuple[type[Appended], tuple[str, int]]:
-        return Appended, (self.outcome, self.position)  # pickled for every request: keep it lean
-
 
 @dataclass(frozen=True, slots=True)
 class AppendJob:
     """Append one verified event and record its delivery.
 
     It carries the delivery as the event loop verified it; the body is parsed here, in the
-    writer, once for the log record and the live projection.
+    writer thread, as far as the log's columns need.
     """
 
     event_id: str
@@ -93,11 +89,6 @@ class AppendJob:
     body: bytes
     remote_addr: str | None = None
     user_agent: str | None = None
-
-    def __reduce__(self) -> tuple[type[AppendJob], tuple[Any, ...]]:
-        """Pickled as a plain tuple (every request crosses the writer's pipe)."""
-        fields = (self.event_id, self.svix_timestamp, self.received_at, self.body)
-        return AppendJob, (*fields, self.remote_addr, self.user_agent)
 
     def record(self) -> EventRecord:
         """The log record of this event (parsing its body)."""
@@ -120,8 +111,8 @@ class AppendJob:
             body_sha256=body_sha256,
         )
 
-    def run(self, conn: sqlite3.Connection, project: Projector | None) -> Appended:
-        ((outcome, _),) = append_jobs(conn, [self], project)
+    def run(self, conn: sqlite3.Connection) -> Appended:
+        ((outcome, _),) = append_jobs(conn, [self])
         if isinstance(outcome, EventConflict):
             raise outcome
         return outcome
@@ -131,10 +122,10 @@ class AppendJob:
 
 
 def append_jobs(
-    conn: sqlite3.Connection, jobs: Sequence[AppendJob], project: Projector | None
+    conn: sqlite3.Connection, jobs: Sequence[AppendJob]
 ) -> list[tuple[Appended | EventConflict, bool]]:
     """Run ``jobs`` together: one look-up and one insert for their events, one insert for their
-    deliveries, one call of the live projection for the newly stored ones.
+    deliveries.
 
     :returns: ``(outcome, failed)`` per job: an :class:`Appended`, or the :class:`EventConflict`
         of an ``event_id`` stored with another body (its ``conflict`` delivery is recorded).
@@ -142,7 +133,6 @@ def append_jobs(
     records = [job.record() for job in jobs]
     outcomes: list[tuple[Appended | EventConflict, bool]] = []
     deliveries: list[DeliveryRecord] = []
-    stored: list[StoredEvent] = []
     for job, record, result in zip(jobs, records, append_many(conn, records), strict=True):
         if isinstance(result, EventConflict):
             deliveries.append(job.delivery("conflict", str(result), record.body_sha256))
@@ -155,12 +145,8 @@ def append_jobs(
         )
         reason = record.quarantine_reason if quarantined else None
         deliveries.append(job.delivery(outcome, reason, record.body_sha256))
-        if status == "stored" and not quarantined:
-            stored.append(StoredEvent(position, record))
         outcomes.append((Appended(outcome, position), False))
     record_deliveries(conn, deliveries)
-    if project is not None and stored:
-        _project_guarded(conn, project, stored)
     return outcomes
 
 
@@ -170,7 +156,7 @@ class DeliveryJob:
 
     delivery: DeliveryRecord
 
-    def run(self, conn: sqlite3.Connection, project: Projector | None) -> None:
+    def run(self, conn: sqlite3.Connection) -> None:
         record_delivery(conn, self.delivery)
 
     def unavailable(self, reason: str) -> DeliveryRecord:
@@ -180,32 +166,11 @@ class DeliveryJob:
 class PositionJob:
     """Read the log position inside a write transaction (proves the store is writable)."""
 
-    def run(self, conn: sqlite3.Connection, project: Projector | None) -> int:
+    def run(self, conn: sqlite3.Connection) -> int:
         return log_position(conn)
 
     def unavailable(self, reason: str) -> None:
         return None
-
-
-def _project_guarded(
-    conn: sqlite3.Connection, project: Projector, events: Sequence[StoredEvent]
-) -> None:
-    """Project ``events``; a failure of the store aborts the group, a bug in a projection only
-    skips the projection of the event it failed on (the events themselves are kept, and the
-    event logged for a rebuild): a failed batch is undone and projected again one by one."""
-    conn.execute("SAVEPOINT project")
-    try:
-        project(conn, events)
-    except Exception as error:
-        if isinstance(error, sqlite3.Error) and _fatal(translate(error)):
-            raise
-        conn.execute("ROLLBACK TO project")
-        if len(events) > 1:
-            for event in events:
-                _project_guarded(conn, project, (event,))
-        else:
-            log.exception("projection failed for event %s; event kept", events[0].record.event_id)
-    conn.execute("RELEASE project")
 
 
 def _fatal(error: StoreError) -> bool:
@@ -235,14 +200,12 @@ class GroupCommitWriter:
         self,
         path: Path,
         *,
-        project: Projector | None = None,
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         settle: Settle | None = None,
     ) -> None:
         """:param settle: how a group's outcomes reach their requests (default: the futures
         :meth:`submit` made, resolved on their event loops)."""
         self._path = path
-        self._project = project
         self._settle: Settle = settle or _settle
         self._conn = connect(
             path,
@@ -324,7 +287,7 @@ class GroupCommitWriter:
         batch without failing itself, it is undone and each job runs under a savepoint of its
         own, so one refused job does not undo the others."""
         jobs = [p.job for p in pendings if isinstance(p.job, AppendJob)]
-        results, refused = self._attempt(lambda: append_jobs(self._conn, jobs, self._project))
+        results, refused = self._attempt(lambda: append_jobs(self._conn, jobs))
         if refused:
             results = [self._in_savepoint(pending.job) for pending in pendings]
         for pending, (outcome, failed) in zip(pendings, results, strict=True):
@@ -332,7 +295,7 @@ class GroupCommitWriter:
 
     def _in_savepoint(self, job: Job[Any]) -> tuple[Any, bool]:
         """Run ``job`` under a savepoint of its own: (outcome, failed)."""
-        return self._attempt(lambda: job.run(self._conn, self._project))
+        return self._attempt(lambda: job.run(self._conn))
 
     def _attempt(self, run: Callable[[], Any]) -> tuple[Any, bool]:
         """``run()`` under a savepoint: (its result, False), or (the error, True) if the store

@@ -4,16 +4,15 @@ The upsert keeps, per entity, the row of the claim with the greatest key
 ``(full, version_ms, version_rank, event_id)``, ORs ``deleted`` and keeps the earliest
 ``deleted_at``. SQLite evaluates every ``SET`` expression on the old row, so the ``CASE`` below
 compares the incoming claim with the stored one exactly as :attr:`projections.fold.Claim.key`
-orders them. Used live (a group's new events per call) and by the rebuild's catch-up.
+orders them. Used by the projector for each batch, and by a rebuild for its winners.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 
-from eventstore.records import StoredEvent
 from projections.entities import COMMON_COLUMNS, EntitySpec
 from projections.fold import (
     EntityRow,
@@ -21,8 +20,6 @@ from projections.fold import (
     TimelineRow,
     claim,
     entity_row,
-    logged_event,
-    parse_logged,
     timeline_row,
 )
 from projections.schema import TIMELINE, TIMELINE_COLUMNS
@@ -31,8 +28,9 @@ _REPLACED = ("created_at", "updated_at", "data", "event_id", "version_ms", "vers
 
 
 @cache
-def upsert_sql(spec: EntitySpec, name: str) -> str:
-    """The upsert of one entity row of ``spec`` into the table called ``name``."""
+def upsert_sql(spec: EntitySpec) -> str:
+    """The upsert of one entity row of ``spec``."""
+    name = spec.table
     columns = ("id", *spec.column_names, *COMMON_COLUMNS)
     newer = (
         f"(excluded.version_ms, excluded.version_rank, excluded.event_id) > "
@@ -55,46 +53,28 @@ def upsert_sql(spec: EntitySpec, name: str) -> str:
     )
 
 
-@cache
-def timeline_insert_sql(name: str) -> str:
-    placeholders = ", ".join("?" * len(TIMELINE_COLUMNS))
-    return f"INSERT INTO {name} ({', '.join(TIMELINE_COLUMNS)}) VALUES ({placeholders})"
+_INSERT_TIMELINE = (
+    f"INSERT INTO {TIMELINE} ({', '.join(TIMELINE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(TIMELINE_COLUMNS))})"
+)
 
 
-def upsert_rows(
-    conn: sqlite3.Connection, spec: EntitySpec, rows: Iterable[EntityRow], name: str
-) -> None:
-    conn.executemany(upsert_sql(spec, name), rows)
+def upsert_rows(conn: sqlite3.Connection, spec: EntitySpec, rows: Iterable[EntityRow]) -> None:
+    conn.executemany(upsert_sql(spec), rows)
 
 
-def insert_timeline(conn: sqlite3.Connection, rows: Iterable[TimelineRow], name: str) -> None:
-    conn.executemany(timeline_insert_sql(name), rows)
+def insert_timeline(conn: sqlite3.Connection, rows: Iterable[TimelineRow]) -> None:
+    conn.executemany(_INSERT_TIMELINE, rows)
 
 
-def apply_events(
-    conn: sqlite3.Connection, events: Sequence[LoggedEvent], names: Mapping[str, str] | None = None
-) -> None:
+def apply_events(conn: sqlite3.Connection, events: Sequence[LoggedEvent]) -> None:
     """Project ``events``: their timeline rows and their claims, one statement per table for
-    them all (``names`` maps a projection table to the table actually written, for a rebuild's
-    shadow tables). Two claims on one entity are upserted one after the other."""
-    insert_timeline(conn, map(timeline_row, events), names[TIMELINE] if names else TIMELINE)
+    them all. Two claims on one entity are upserted one after the other."""
+    insert_timeline(conn, map(timeline_row, events))
     rows: dict[EntitySpec, list[EntityRow]] = {}
     for event in events:
         found = claim(event)
         if found is not None:
             rows.setdefault(found.spec, []).append(entity_row(found, event))
     for spec, entity_rows in rows.items():
-        upsert_rows(conn, spec, entity_rows, names[spec.table] if names else spec.table)
-
-
-def _logged(stored: StoredEvent) -> LoggedEvent | None:
-    record = stored.record
-    if record.document is not None:
-        return logged_event(stored.position, record.event_id, record.document)
-    return parse_logged(stored.position, record.event_id, record.body)
-
-
-def project(conn: sqlite3.Connection, stored: Sequence[StoredEvent]) -> None:
-    """The live projector: called by the writer in the transaction that appends ``stored``
-    (a group's new events, in log order)."""
-    apply_events(conn, [event for event in map(_logged, stored) if event is not None])
+        upsert_rows(conn, spec, entity_rows)

@@ -81,7 +81,7 @@ def _display_name(d: Doc) -> str | None:
     return full_name(d) or text(d, "username") or _primary_email(d)
 
 
-def _grand_total(d: Doc) -> int | float | None:
+def _grand_total(d: Doc) -> int | float | str | None:
     return number(obj(obj(d, "totals"), "grand_total"), "amount")
 
 
@@ -154,7 +154,7 @@ SUBSCRIPTION_ITEM = EntitySpec("subscriptionItem", "subscription_items", (
 PAYMENT_ATTEMPT = EntitySpec("paymentAttempt", "payment_attempts", (
     _text("status"), _text("payment_id"), _nested("payer_id", "payer", "id"),
     _nested("user_id", "payer", "user_id"), _text("charge_type"),
-    Column("grand_total", "NUMERIC", _grand_total),
+    Column("grand_total", "", _grand_total),  # no affinity: an integer past 64 bits stays text
     Column("currency", "TEXT", _grand_total_currency),
     _time("paid_at"), _time("failed_at"),
 ))  # fmt: skip

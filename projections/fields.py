@@ -44,12 +44,16 @@ def flag(doc: Doc | None, key: str) -> int | None:
     return int(value) if isinstance(value, bool) else None
 
 
-def number(doc: Doc | None, key: str) -> int | float | None:
-    """``doc[key]`` if it is a JSON number (not a boolean)."""
+INT64 = range(-(2**63), 2**63)
+
+
+def number(doc: Doc | None, key: str) -> int | float | str | None:
+    """``doc[key]`` if it is a JSON number (not a boolean); an integer past 64 bits as its
+    decimal text, which SQLite keeps exact (it has no larger integer)."""
     value = doc.get(key) if doc else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return value
+    return str(value) if type(value) is int and value not in INT64 else value
 
 
 def path_text(doc: Doc | None, *keys: str) -> str | None:

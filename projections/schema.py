@@ -1,7 +1,7 @@
 """The projection tables, their indexes and the views over them.
 
-Tables are generated from the entity specs, so the same DDL serves the live tables and the
-shadow tables a rebuild fills before it swaps them in (``projections.rebuild``). Their
+Tables are generated from the entity specs. They live in the projections file, never in the
+log (``projections.files``). Their
 ``REFERENCES`` clauses are declared for Datasette's links and labels; they are not enforced
 (``PRAGMA foreign_keys`` stays off), because Clerk events may name users or organizations whose
 own events we never received.
@@ -23,7 +23,17 @@ TIMELINE_COLUMNS = (
     "organization_id", "actor_id", "client_ip", "user_agent", "summary",
 )  # fmt: skip
 META = "_projection_meta"
-"""Bookkeeping (schema fingerprint, rebuild generation): not a projection, not digested."""
+"""Bookkeeping (schema fingerprint, the checkpoint ``position``): not a projection, not
+digested."""
+ERRORS = "projection_errors"
+"""Events the projector could not apply (the others are applied regardless): derived from the
+log like a projection, but keyed by ``position``, so not digested."""
+ERRORS_DDL = f"""CREATE TABLE {ERRORS} (
+    position INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    error TEXT NOT NULL
+)"""
+META_DDL = f"CREATE TABLE {META} (key TEXT PRIMARY KEY, value TEXT)"
 
 _REFERENCES = {
     "user_id": "users",
@@ -68,7 +78,7 @@ def _column_ddl(name: str, sql_type: str, table: str) -> str:
 
 
 def entity_table_ddl(spec: EntitySpec, name: str) -> str:
-    """``CREATE TABLE`` for ``spec`` under the name ``name`` (the live or a shadow name)."""
+    """``CREATE TABLE`` for ``spec`` under the name ``name``."""
     flattened = [_column_ddl(c.name, c.sql_type, spec.table) for c in spec.columns]
     columns = [
         "id TEXT PRIMARY KEY",
@@ -102,12 +112,10 @@ def table_ddl(table: str, name: str) -> str:
     return entity_table_ddl(next(s for s in SPECS if s.table == table), name)
 
 
-def index_ddl(index: Index, table_name: str, generation: int) -> str:
-    """``CREATE INDEX`` named for the projection generation (a rebuild creates the next
-    generation's indexes beside the live ones, and SQLite cannot rename an index)."""
+def index_ddl(index: Index) -> str:
     unique = "UNIQUE " if index.columns == ("event_id",) else ""
-    name = f"{index.table}_by_{'_'.join(index.columns)}_g{generation}"
-    return f"CREATE {unique}INDEX {name} ON {table_name} ({', '.join(index.columns)})"
+    name = f"{index.table}_by_{'_'.join(index.columns)}"
+    return f"CREATE {unique}INDEX {name} ON {index.table} ({', '.join(index.columns)})"
 
 
 VIEWS = {
@@ -147,7 +155,7 @@ PROJECTION_TABLES: tuple[str, ...] = (*(spec.table for spec in SPECS), TIMELINE)
 
 def fingerprint() -> str:
     """A hash of every table, index and view definition of this version of the code."""
-    parts = [table_ddl(t, t) for t in PROJECTION_TABLES]
-    parts += [index_ddl(i, i.table, 0) for i in INDEXES]
+    parts = [table_ddl(t, t) for t in PROJECTION_TABLES] + [ERRORS_DDL, META_DDL]
+    parts += [index_ddl(i) for i in INDEXES]
     parts += [view_ddl(v) for v in VIEWS]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

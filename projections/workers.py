@@ -25,7 +25,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
 
-from eventstore.db import connect
+from eventstore.db import open_reader
 from eventstore.errors import StoreError
 
 R = TypeVar("R")
@@ -52,9 +52,9 @@ def workers_for(events: int, requested: int | None) -> int:
 
 
 def job_connection(path: str) -> sqlite3.Connection:
-    """A connection of a job's own to the store at ``path`` (in a worker process, or this
-    one)."""
-    return connect(Path(path), synchronous="NORMAL")
+    """A read-only connection of a job's own to the file at ``path`` (in a worker process, or
+    this one)."""
+    return open_reader(Path(path))
 
 
 def _in_process(fn: Callable[..., R], jobs: Iterable[tuple[Any, ...]]) -> Iterator[R]:

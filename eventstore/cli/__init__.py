@@ -15,6 +15,7 @@ from eventstore.errors import AuditStoreError
 
 COMMANDS = {
     "serve": "eventstore.cli.serve",
+    "project": "eventstore.cli.project",
     "rebuild": "eventstore.cli.rebuild",
     "send": "eventstore.cli.send",
     "datasette": "eventstore.cli.datasette",

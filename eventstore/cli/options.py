@@ -24,3 +24,16 @@ def db_option(function: F) -> F:
         show_default=True,
         help="The SQLite store (env CLERK_AUDIT_DB).",
     )(function)
+
+
+def projections_option(function: F) -> F:
+    """``--projections-db PATH`` (env ``CLERK_AUDIT_PROJECTIONS_DB``; default beside the log,
+    see ``eventstore.paths``)."""
+    return click.option(
+        "--projections-db",
+        "projections_db",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="The projections file (env CLERK_AUDIT_PROJECTIONS_DB; default: the log's name "
+        "with .projections before the suffix).",
+    )(function)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
-from eventstore.cli.options import db_option
-from eventstore.db import open_store
+from eventstore.cli.options import db_option, projections_option
+from eventstore.db import open_reader
 from eventstore.log import log_position
+from eventstore.paths import projections_path
 from projections import RebuildResult, rebuild
 
 
@@ -26,30 +27,33 @@ def _report(result: RebuildResult, seconds: float, check: bool) -> None:
 
 @click.command("rebuild")
 @db_option
+@projections_option
 @click.option(
     "--check",
     is_flag=True,
     help="Rebuild aside and compare with the live projections; exit 1 on any difference.",
 )
-def command(db_path: Path, check: bool) -> None:
-    """Rebuild every projection from the log, in one swap readers never see half-done.
+def command(db_path: Path, projections_db: Path | None, check: bool) -> None:
+    """Rebuild every projection from the log into a new file, swapped in atomically.
 
-    The server may keep running: it is held up for moments, never for the whole rebuild.
+    The server may keep running: the log is only read. Readers (Datasette, the server's
+    projector) see the old projections until the swap and the new ones after it.
 
     \b
     Example:
         clerk-audit rebuild --db data/audit.db
         clerk-audit rebuild --check
     """
-    conn = open_store(db_path)
+    conn = open_reader(db_path)
     total = log_position(conn)
     conn.close()
+    target = projections_path(db_path, projections_db)
     started = time.perf_counter()
     if sys.stderr.isatty():
         with click.progressbar(length=total, label="events", file=sys.stderr) as bar:
-            result = rebuild(db_path, check=check, progress=bar.update)
+            result = rebuild(db_path, target, check=check, progress=bar.update)
     else:
-        result = rebuild(db_path, check=check)
+        result = rebuild(db_path, target, check=check)
     _report(result, time.perf_counter() - started, check)
     if result.differences:
         click.echo(f"clerk-audit: live projections differ from a rebuild in: "

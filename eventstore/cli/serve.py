@@ -9,10 +9,11 @@ import click
 import uvicorn
 
 from eventstore.app import create_app
-from eventstore.cli.options import db_option
+from eventstore.cli.options import db_option, projections_option
 from eventstore.db import open_store, probe_writable
+from eventstore.paths import projections_path
 from eventstore.settings import LOG_FORMAT, load_settings
-from projections import ensure_current, project
+from eventstore.supervisor import ProjectorProcess
 
 
 def _say(message: str) -> None:
@@ -32,6 +33,7 @@ def _check_store(db_path: Path) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @db_option
+@projections_option
 @click.option(
     "--secret",
     help="Signing secret(s), overriding CLERK_WEBHOOK_SIGNING_SECRET (for tests; a flag "
@@ -44,20 +46,31 @@ def _check_store(db_path: Path) -> None:
     show_default=True,
     help="debug also logs every accepted delivery.",
 )
-def command(host: str, port: int, db_path: Path, secret: str | None, log_level: str) -> None:
-    """Run the ingest server: POST /webhooks/clerk and GET /healthz.
+def command(
+    host: str,
+    port: int,
+    db_path: Path,
+    projections_db: Path | None,
+    secret: str | None,
+    log_level: str,
+) -> None:
+    """Run the ingest server (POST /webhooks/clerk, GET /healthz) and the projector.
 
-    The store is created if it does not exist (its folder must). With no signing secret, a
-    development secret is created once beside the store.
+    The log is created if it does not exist (its folder must). The projector runs in a process
+    of its own, restarted if it dies. With no signing secret, a development secret is created
+    once beside the log.
 
     \b
     Example:
         CLERK_WEBHOOK_SIGNING_SECRET='whsec_...' clerk-audit serve --port 8000
     """
-    settings = load_settings(db_path, secret=secret, announce=_say)
+    projections = projections_path(db_path, projections_db)
+    settings = load_settings(db_path, projections, secret=secret, announce=_say)
     _check_store(db_path)
-    ensure_current(db_path, announce=_say)
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
-    app = create_app(settings, project=project)
-    _say(f"store {db_path}; ingest route POST /webhooks/clerk")
-    uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level, access_log=False)
+    app = create_app(settings)
+    _say(f"log {db_path}, projections {projections}; ingest route POST /webhooks/clerk")
+    with ProjectorProcess(db_path, projections):
+        uvicorn.run(
+            app, host=host, port=port, log_config=None, log_level=log_level, access_log=False
+        )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from eventstore.paths import default_projections_path
 from eventstore.samples import sample_body, sample_event_id, sample_names
 from tests.support.server import Server, running_server
 from tests.support.signing import new_secret
@@ -43,7 +44,8 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def _query(db_path: Path, sql: str, *args: object) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(db_path)
+    """``sql`` on the projections of the log at ``db_path``."""
+    conn = sqlite3.connect(default_projections_path(db_path))
     conn.row_factory = sqlite3.Row
     try:
         return conn.execute(sql, args).fetchall()
@@ -69,6 +71,7 @@ def test_each_event_type_lands_in_its_table_and_the_timeline(
     assert response.status_code == 200 and response.json()["status"] == "stored", response.text
     data = json.loads(body)["data"]
     table = TABLE_OF[name.split(".")[0]]
+    module_server.wait_projected()
     (row,) = _query(module_server.db_path, f"SELECT * FROM {table} WHERE id = ?", data["id"])
     if name.endswith(".deleted"):
         assert row["deleted"] == 1
@@ -90,6 +93,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Path:
         names = sorted(sample_names(), reverse=True)
         for name in names + names[:10]:
             assert server.post(sample_event_id(name), sample_body(name)).status_code == 200
+        server.wait_projected()
     return path
 
 

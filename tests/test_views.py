@@ -4,14 +4,14 @@ event for (derived at read time, never written by the fold)."""
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from eventstore.paths import default_projections_path
 from projections import rebuild
-from tests.support.direct import append_all, new_store
+from tests.support.direct import append_all, connect, new_store
 from tests.support.history import envelope
 
 T0 = 1_786_000_000_000
@@ -134,8 +134,8 @@ def test_views_survive_a_rebuild(db_path: Path) -> None:
     built = new_store(db_path)
     append_all(built, _events(OLD, NEW, OLD_DELETED))
     built.close()
-    rebuild(db_path)
-    conn = sqlite3.connect(db_path)
+    rebuild(db_path, default_projections_path(db_path))
+    conn = connect(db_path)
     assert conn.execute("SELECT membership_id FROM current_memberships").fetchall() == [
         ("orgmem_new",)
     ]

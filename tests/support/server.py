@@ -13,17 +13,20 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
+from eventstore.paths import default_projections_path
 from tests.support.signing import signed_headers
 
 CLI = Path(sys.executable).with_name("clerk-audit")
 _RUNNING = re.compile(r"Uvicorn running on (http://\S+)")
 START_TIMEOUT = 30.0
+PROJECTION_TIMEOUT = 30.0
 SECRET_ENV = "CLERK_WEBHOOK_SIGNING_SECRET"
 
 
@@ -48,6 +51,29 @@ class Server:
     @property
     def ingest_url(self) -> str:
         return f"{self.url}/webhooks/clerk"
+
+    @property
+    def projections_path(self) -> Path:
+        """Where the projector writes (the default beside the log)."""
+        return default_projections_path(self.db_path)
+
+    def health(self) -> dict[str, int | str]:
+        response = httpx.get(f"{self.url}/healthz", timeout=10)
+        assert response.status_code == 200, response.text
+        health: dict[str, int | str] = response.json()
+        return health
+
+    def wait_projected(self, timeout: float = PROJECTION_TIMEOUT) -> dict[str, int | str]:
+        """Wait until the projector has handled every event in the log (``projected ==
+        position`` on ``/healthz``); returns that health answer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            health = self.health()
+            if health["projected"] == health["position"]:
+                return health
+            assert time.monotonic() < deadline, f"projections stuck at {health}:\n{self.log}"
+            self.process.poll()
+            threading.Event().wait(0.01)
 
     def _read(self) -> None:
         assert self.process.stdout is not None

@@ -7,12 +7,21 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from eventstore.paths import default_projections_path
+
 
 def query(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     """The rows of ``sql`` as dicts, read through a connection of its own (closed after)."""
     with closing(sqlite3.connect(db_path, timeout=10)) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(row) for row in conn.execute(sql, params).fetchall()]
+
+
+def query_projections(
+    db_path: Path, sql: str, params: tuple[Any, ...] = ()
+) -> list[dict[str, Any]]:
+    """The rows of ``sql`` on the projections of the log at ``db_path``."""
+    return query(default_projections_path(db_path), sql, params)
 
 
 def deliveries_by_agent(db_path: Path, user_agent: str) -> list[dict[str, Any]]:

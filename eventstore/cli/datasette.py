@@ -1,33 +1,28 @@
-"""``clerk-audit datasette``: Datasette on the live store, with the shipped metadata.
+"""``clerk-audit datasette``: Datasette on a store's two files, with the shipped metadata.
 
-* **Mutable mode.** The store is passed as a plain file argument, never ``-i``: Datasette then
-  reads it through ``mode=ro`` connections and sees every event the server commits, without a
-  restart (``immutable`` would promise SQLite the file never changes, which is false here).
-* **Metadata for the actual database name.** Datasette names a database after its file
-  (``audit.db`` -> ``audit``) and keys metadata by that name, so ``data/metadata.yml`` is keyed
-  ``audit``. For any other file name the entry is re-keyed in a temporary copy, which is removed
-  when Datasette exits.
+* **Two databases.** The projections file is served as ``audit`` and the log as ``log``, by our
+  own plugin (:mod:`eventstore.datasette_files`): ``datasette serve`` gets no file, so the names
+  never depend on file names and the metadata (keyed ``audit`` and ``log``) always applies.
+  ``audit``'s connections have the log attached as ``log``, and ``audit`` follows a rebuild's
+  swap of the projections file without a restart.
+* **Mutable mode.** Both files are read through ``mode=ro`` connections that see every commit,
+  never ``-i`` (``immutable`` would promise SQLite the file never changes, which is false here).
 * **Plugins from an allow-list only.** Datasette 0.65 imports every installed ``datasette``
   entry point when ``datasette.plugins`` is first imported (``DATASETTE_LOAD_PLUGINS`` arrived
   in the 1.0 alphas; 0.65.5 ignores it). Its one switch is the ``sys._called_from_test``
   attribute, which skips that loading; we set it, load the entry points of the allowed
-  distributions ourselves, check that nothing else is registered, and only then run
-  Datasette's own command line in this process.
+  distributions ourselves, check that nothing else is registered, register our own plugin,
+  and only then run Datasette's own command line in this process.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import re
-import signal
 import sqlite3
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -36,12 +31,11 @@ import yaml
 from eventstore.cli.options import db_option
 from eventstore.db import translate
 from eventstore.errors import ConfigurationError, StoreCorrupt
+from eventstore.paths import projections_path
 from eventstore.schema import APPLICATION_ID
 
 SHIPPED_METADATA = Path(__file__).resolve().parents[2] / "data" / "metadata.yml"
 """``data/metadata.yml`` of the source checkout."""
-METADATA_DATABASE = "audit"
-"""The database key used in the metadata file (the name Datasette gives ``audit.db``)."""
 ALLOWED_PLUGINS = frozenset({"datasette-pretty-json", "datasette-auth-tokens"})
 """Distributions whose ``datasette`` entry points may load; no other plugin does."""
 DEFAULT_HOST = "127.0.0.1"
@@ -53,11 +47,6 @@ _REFUSED = {
     "-m": "use `clerk-audit datasette --metadata PATH` instead",
     "--metadata": "use `clerk-audit datasette --metadata PATH` instead",
 }
-
-
-def database_name(db_path: Path) -> str:
-    """The name Datasette 0.65 gives a database file: its stem (``data/audit.db`` -> ``audit``)."""
-    return Path(db_path).stem
 
 
 def load_metadata(path: Path = SHIPPED_METADATA) -> dict[str, Any]:
@@ -73,45 +62,43 @@ def load_metadata(path: Path = SHIPPED_METADATA) -> dict[str, Any]:
     return loaded
 
 
-def metadata_for(database: str, metadata: dict[str, Any]) -> dict[str, Any]:
-    """``metadata`` with its ``audit`` database entry keyed ``database`` instead.
+def _read_only(path: Path, query: str) -> tuple[int, bool]:
+    """``PRAGMA application_id`` of ``path`` and whether ``query`` finds a row, read-only."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise translate(error, path) from error
+    try:
+        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+        return app_id, conn.execute(query).fetchone() is not None
+    except sqlite3.Error as error:
+        raise translate(error, path) from error
+    finally:
+        conn.close()
 
-    An entry already keyed ``database`` wins and is left alone.
-    """
-    databases = metadata.get("databases") or {}
-    if database in databases or METADATA_DATABASE not in databases:
-        return metadata
-    rekeyed = {(database if key == METADATA_DATABASE else key): v for key, v in databases.items()}
-    return {**metadata, "databases": rekeyed}
+
+def _has_table(name: str) -> str:
+    return f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{name}'"
 
 
-def check_store(db_path: Path) -> None:
-    """Fail with one clear error unless ``db_path`` is a clerk-audit store with projections.
-
-    Opened read-only: this command never writes to the store.
+def check_store(db_path: Path, projections: Path) -> None:
+    """Fail with one clear error unless ``db_path`` is a clerk-audit log and ``projections``
+    its projections file. Both are opened read-only: this command never writes to the store.
     """
     if not db_path.is_file():
         raise ConfigurationError(
             f"no store at {db_path} (start `clerk-audit serve --db {db_path}` once to create it)"
         )
-    try:
-        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as error:
-        raise translate(error, db_path) from error
-    try:
-        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
-        has_timeline = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_timeline'"
-        ).fetchone()
-    except sqlite3.Error as error:
-        raise translate(error, db_path) from error
-    finally:
-        conn.close()
-    if app_id != APPLICATION_ID:
+    app_id, has_events = _read_only(db_path, _has_table("events"))
+    if app_id != APPLICATION_ID or not has_events:
         raise StoreCorrupt(f"{db_path} is a SQLite database but not a clerk-audit store")
-    if not has_timeline:
+    if not projections.is_file():
         raise ConfigurationError(
-            f"{db_path} has no projections yet (run `clerk-audit rebuild --db {db_path}`)"
+            f"no projections file at {projections} (run `clerk-audit project --db {db_path}`)"
+        )
+    if not _read_only(projections, _has_table("audit_timeline"))[1]:
+        raise ConfigurationError(
+            f"{projections} has no projections (run `clerk-audit project --db {db_path}`)"
         )
 
 
@@ -122,10 +109,11 @@ def _refuse(args: Sequence[str]) -> None:
             raise ConfigurationError(f"datasette option {option} refused: {_REFUSED[option]}")
 
 
-def serve_args(db_path: Path, metadata_file: Path, extra: Sequence[str]) -> list[str]:
-    """Arguments for ``datasette``; the extra ones come last, so they override the defaults."""
+def serve_args(metadata_file: Path, extra: Sequence[str]) -> list[str]:
+    """Arguments for ``datasette``: no file (our plugin adds the store's two); the extra ones
+    come last, so they override the defaults."""
     return [
-        "serve", str(db_path), "--metadata", str(metadata_file),
+        "serve", "--metadata", str(metadata_file),
         "--host", DEFAULT_HOST, "--port", str(DEFAULT_PORT), *extra,
     ]  # fmt: skip
 
@@ -137,7 +125,7 @@ def _canonical(name: str) -> str:
 def load_allowed_plugins() -> set[str]:
     """Register the allowed plugins with Datasette's plugin manager, and nothing else.
 
-    :returns: the names of the non-default plugins registered.
+    :returns: the names of the non-default plugins registered (our own left out).
     :raises ConfigurationError: another plugin is registered (Datasette was imported earlier
         in this process, with every installed plugin).
     """
@@ -145,6 +133,8 @@ def load_allowed_plugins() -> set[str]:
         # Datasette 0.65 skips loading installed plugins when this attribute exists.
         setattr(sys, "_called_from_test", True)  # noqa: B010
     from datasette.plugins import DEFAULT_PLUGINS, pm
+
+    from eventstore.datasette_files import PLUGIN_NAME
 
     providers: dict[str, set[str]] = {}
     for dist in importlib.metadata.distributions():
@@ -154,7 +144,8 @@ def load_allowed_plugins() -> set[str]:
     for name in sorted(allowed_names):
         if pm.get_plugin(name) is None:
             pm.load_setuptools_entrypoints("datasette", name=name)
-    loaded = {str(pm.get_name(plugin)) for plugin in pm.get_plugins()} - set(DEFAULT_PLUGINS)
+    loaded = {str(pm.get_name(plugin)) for plugin in pm.get_plugins()}
+    loaded -= {*DEFAULT_PLUGINS, PLUGIN_NAME}
     unexpected = loaded - allowed_names
     if unexpected:
         raise ConfigurationError(
@@ -163,73 +154,59 @@ def load_allowed_plugins() -> set[str]:
     return loaded
 
 
-class _Stopped(BaseException):
-    """A stop signal arrived (uvicorn re-raises SIGTERM after its graceful shutdown)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stopped(signum)
-
-
-@contextmanager
-def _cleanup_on_stop() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into an exception, so ``with`` blocks inside clean up, then end
-    the process by the same signal (as uvicorn and ``clerk-audit serve`` do)."""
-    stops = (signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, _stop) for signum in stops}
-    try:
-        yield
-    except _Stopped as stopped:
-        signal.signal(stopped.signum, signal.SIG_DFL)
-        signal.raise_signal(stopped.signum)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def run_datasette(args: list[str]) -> None:
-    """Run Datasette's command line with ``args`` in this process (exits when it is done)."""
+def run_datasette(args: list[str], log: Path, projections: Path) -> None:
+    """Run Datasette's command line with ``args`` in this process, serving the log at ``log``
+    and the projections at ``projections`` (exits when it is done)."""
     load_allowed_plugins()
     from datasette.cli import cli as datasette_cli
 
-    datasette_cli.main(args=args, prog_name="datasette")
+    from eventstore.datasette_files import StoreFiles, registered
+
+    with registered(StoreFiles(log, projections, keep_memory="--memory" in args)):
+        datasette_cli.main(args=args, prog_name="datasette")
 
 
 @click.command("datasette")
 @db_option
+@click.option(
+    "--projections-db",
+    "projections_db",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The projections file (env CLERK_AUDIT_PROJECTIONS_DB; default: beside the log, "
+    "data/audit.db -> data/audit.projections.db).",
+)
 @click.option(
     "--metadata",
     "metadata_path",
     type=click.Path(path_type=Path, dir_okay=False),
     default=SHIPPED_METADATA,
     show_default="data/metadata.yml",
-    help="Datasette metadata (YAML or JSON); its `audit` database entry applies to the store.",
+    help="Datasette metadata (YAML or JSON), keyed `audit` (the projections) and `log`.",
 )
 @click.argument("datasette_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- DATASETTE_ARGS]")
-def command(db_path: Path, metadata_path: Path, datasette_args: tuple[str, ...]) -> None:
+def command(
+    db_path: Path,
+    projections_db: Path | None,
+    metadata_path: Path,
+    datasette_args: tuple[str, ...],
+) -> None:
     """Browse the store in Datasette, on http://127.0.0.1:8001 by default.
 
-    Datasette reads the live store (mutable mode: new events show without a restart) with the
-    shipped metadata and canned queries. Plugins load from an allow-list only
-    (datasette-pretty-json, datasette-auth-tokens). Arguments after `--` go to `datasette
-    serve` and override the defaults (--host, --port); -i/--immutable and --plugins-dir are
-    refused.
+    The projections are the database `audit` (/audit/users, /audit/audit_timeline, the canned
+    queries), the log is `log` (/log/events, /log/deliveries); queries on `audit` can read
+    `log.events` too. Both are read live and read-only: new events show without a restart,
+    and so do projections swapped in by `clerk-audit rebuild`. Plugins load from an
+    allow-list only (datasette-pretty-json, datasette-auth-tokens). Arguments after `--` go
+    to `datasette serve` and override the defaults (--host, --port); -i/--immutable and
+    --plugins-dir are refused.
 
     \b
     Example:
         clerk-audit datasette --db data/audit.db -- --port 8002 --setting default_allow_sql off
     """
-    check_store(db_path)
+    projections = projections_path(db_path, projections_db)
+    check_store(db_path, projections)
     _refuse(datasette_args)
-    metadata = metadata_for(database_name(db_path), load_metadata(metadata_path))
-    with (
-        _cleanup_on_stop(),
-        tempfile.TemporaryDirectory(prefix="clerk-audit-datasette-") as folder,
-    ):
-        metadata_file = Path(folder) / "metadata.json"
-        metadata_file.write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
-        run_datasette(serve_args(db_path, metadata_file, datasette_args))
+    load_metadata(metadata_path)  # one clear error now rather than Datasette's traceback
+    run_datasette(serve_args(metadata_path, datasette_args), db_path, projections)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from projections.schema import ERRORS
-from projections.tables import checkpoint, row_counts
+from projections.tables import checkpoint, is_current, row_counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +26,14 @@ def _reader(path: Path) -> sqlite3.Connection:
 
 
 def read_progress(path: Path) -> Progress:
-    """The projections' checkpoint and error count; zeros while there is no projections file
-    (or it cannot be read: the projector recreates it, and ingest never depends on it)."""
+    """The projections' checkpoint and error count; zeros while there are no projections of
+    this version (none yet, or a file being rebuilt for this version, or one that cannot be
+    read: the projector recreates it, and ingest never depends on it)."""
     try:
         with closing(_reader(path)) as conn:
             conn.execute("BEGIN")
+            if not is_current(conn):
+                return Progress(0, 0)
             (errors,) = conn.execute(f"SELECT count(*) FROM {ERRORS}").fetchone()
             return Progress(checkpoint(conn), int(errors))
     except (sqlite3.Error, OSError):

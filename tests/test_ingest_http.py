@@ -20,7 +20,13 @@ from eventstore.samples import sample_body, sample_names
 from tests.support.ingest import new_agent, only_delivery, post, sha256, signed, user_created
 from tests.support.server import Server, running_server
 from tests.support.signing import new_event_id, new_secret
-from tests.support.store import deliveries_by_agent, events_by_id, query, table_columns
+from tests.support.store import (
+    deliveries_by_agent,
+    events_by_id,
+    query,
+    query_projections,
+    table_columns,
+)
 
 ENTITY_TABLES = (
     "users", "organizations", "organization_memberships", "organization_invitations",
@@ -57,7 +63,10 @@ def deliver(
 
 
 def timeline_rows(server: Server, event_id: str) -> list[dict[str, object]]:
-    return query(server.db_path, "SELECT * FROM audit_timeline WHERE event_id = ?", (event_id,))
+    """The event's timeline rows, once the projector has caught up with the log."""
+    server.wait_projected()
+    sql = "SELECT * FROM audit_timeline WHERE event_id = ?"
+    return query_projections(server.db_path, sql, (event_id,))
 
 
 def test_a_new_event_is_stored_byte_exact_and_projected(
@@ -82,7 +91,7 @@ def test_a_new_event_is_stored_byte_exact_and_projected(
     assert delivery["svix_timestamp"] == event["svix_timestamp"]
     assert [row["position"] for row in timeline_rows(server, event_id)] == [position]
     user_id = json.loads(body)["data"]["id"]
-    users = query(server.db_path, "SELECT event_id FROM users WHERE id = ?", (user_id,))
+    users = query_projections(server.db_path, "SELECT event_id FROM users WHERE id = ?", (user_id,))
     assert users == [{"event_id": event_id}]
 
 
@@ -168,7 +177,7 @@ def test_an_unknown_event_type_is_stored_and_only_in_the_timeline(
     assert (row["event_type"], row["object_id"]) == ("widget.exploded", widget_id)
     for table in ENTITY_TABLES:
         sql = f"SELECT count(*) AS n FROM [{table}] WHERE event_id = ? OR id = ?"
-        assert query(server.db_path, sql, (event_id, widget_id)) == [{"n": 0}], table
+        assert query_projections(server.db_path, sql, (event_id, widget_id)) == [{"n": 0}], table
 
 
 @pytest.mark.parametrize(
@@ -193,12 +202,24 @@ def test_other_spellings_of_the_header_names_are_accepted(
     assert only_delivery(server.db_path, agent)["event_id"] == event_id
 
 
-def test_healthz_answers_200_with_the_log_position(server: Server, client: httpx.Client) -> None:
+def test_healthz_answers_200_with_the_log_position_and_the_projections_progress(
+    server: Server, client: httpx.Client
+) -> None:
     deliver(server, client, new_event_id(), user_created())
     response = client.get(f"{server.url}/healthz")
     assert response.status_code == 200
     (last,) = query(server.db_path, "SELECT max(position) AS p FROM events")
-    assert response.json() == {"status": "ok", "position": last["p"]}
+    answer = response.json()
+    assert answer["position"] == last["p"] and 0 <= answer["projected"] <= last["p"]
+    caught_up = server.wait_projected()
+    (projected,) = query_projections(
+        server.db_path, "SELECT CAST(value AS INTEGER) AS p FROM _projection_meta WHERE key = ?",
+        ("position",),
+    )  # fmt: skip
+    assert caught_up == {
+        "status": "ok", "position": last["p"], "projected": projected["p"],
+        "projection_errors": 0,
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

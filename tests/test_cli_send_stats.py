@@ -46,6 +46,7 @@ def test_serve_creates_a_development_secret_that_send_uses_and_stats_counts(
         assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
         first = clerk_audit("send", "--url", server.ingest_url, "user.created", cwd=tmp_path)
         again = clerk_audit("send", "--url", server.ingest_url, "user.created", cwd=tmp_path)
+        server.wait_projected()
     assert server.log.count("development secret") == 1
     assert f"created the development secret in {secret_file}" in server.log
     assert "Clerk's deliveries will not match it" in server.log
@@ -59,6 +60,8 @@ def test_serve_creates_a_development_secret_that_send_uses_and_stats_counts(
     assert (_count(shown.stdout, "stored"), _count(shown.stdout, "duplicate")) == (1, 1)
     assert _count(shown.stdout, "rejected") == 0
     assert _count(shown.stdout, "users") == 1
+    assert "projected up to position             1  (lag 0 events)" in shown.stdout
+    assert _count(shown.stdout, "projection errors") == 0
     text = secret_file.read_text().strip()
     for output in (server.log, first.stdout, first.stderr, again.stdout, shown.stdout):
         assert text not in output and text.removeprefix("whsec_") not in output

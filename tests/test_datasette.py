@@ -2,8 +2,10 @@
 
 The store is filled once per module by the real ingest server (``clerk-audit serve``), with
 every shipped sample signed by svix, plus a few deliveries the samples lack: a duplicate, an
-impersonated session, two quarantined bodies and four refused requests. Datasette then runs
-in-process (``Datasette(...).client``) on that file with the shipped ``data/metadata.yml``.
+impersonated session, two quarantined bodies and four refused requests; its projector writes
+the projections file. Datasette then runs in-process (``Datasette([]).client``) on both files,
+served by our plugin as ``audit`` (the projections) and ``log``, with the shipped
+``data/metadata.yml``.
 
 What each canned query should return is derived from the sample bodies with the rules of the
 fixtures' story (which user or organization an event is about, Clerk's timestamps), not read
@@ -19,6 +21,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +33,11 @@ import pytest_asyncio
 import yaml
 from datasette.app import Datasette
 
-from eventstore.cli.datasette import database_name, load_metadata, metadata_for
+from eventstore.cli.datasette import load_metadata
+from eventstore.datasette_files import LOG, PROJECTIONS, StoreFiles, registered
+from eventstore.paths import default_projections_path
 from eventstore.samples import sample_body, sample_event_id, sample_names
-from projections.tables import SHADOW_NAMES, create_tables
+from projections import rebuild
 from tests.support.server import running_server
 from tests.support.signing import new_event_id, new_secret
 
@@ -138,6 +143,7 @@ def impersonation_body() -> bytes:
 @dataclass
 class Story:
     db_path: Path
+    """The log."""
     stored: dict[str, Doc] = field(default_factory=dict)
     """Every event stored with status ok, by event_id."""
     positions: dict[str, int] = field(default_factory=dict)
@@ -156,6 +162,14 @@ class Story:
 
     def where(self, keep: Any) -> list[str]:
         return self.ordered([e for e, doc in self.stored.items() if keep(doc)])
+
+    @property
+    def projections_path(self) -> Path:
+        return default_projections_path(self.db_path)
+
+    def files(self) -> dict[str, Path]:
+        """The file of each database Datasette serves."""
+        return {PROJECTIONS: self.projections_path, LOG: self.db_path}
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +217,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         answer = server.post(huge, b'{"type": "user.created", "pad": "' + padding + b'"}')
         assert answer.status_code == 413
         told.refused.append(("too_large", huge))
+        server.wait_projected()
     yield told
 
 
@@ -213,22 +228,28 @@ def _close(datasette: Datasette) -> None:
         datasette.executor.shutdown(wait=True)
 
 
-async def _datasette(path: Path, metadata: dict[str, Any], **kwargs: Any) -> Datasette:
-    datasette = Datasette([str(path)], metadata=metadata, **kwargs)
-    await datasette.invoke_startup()
-    return datasette
+@asynccontextmanager
+async def served(story: Story, metadata: dict[str, Any], **kwargs: Any) -> AsyncIterator[Datasette]:
+    """An in-process Datasette on the story's two files, as ``clerk-audit datasette`` serves
+    them (our plugin registered for the block)."""
+    with registered(StoreFiles(story.db_path, story.projections_path)):
+        datasette = Datasette([], metadata=metadata, **kwargs)
+        await datasette.invoke_startup()
+        try:
+            yield datasette
+        finally:
+            _close(datasette)
 
 
 @pytest.fixture(scope="module")
-def metadata(story: Story) -> dict[str, Any]:
-    return metadata_for(database_name(story.db_path), load_metadata())
+def metadata() -> dict[str, Any]:
+    return load_metadata()
 
 
 @pytest_asyncio.fixture
 async def ds(story: Story, metadata: dict[str, Any]) -> AsyncIterator[Datasette]:
-    datasette = await _datasette(story.db_path, metadata)
-    yield datasette
-    _close(datasette)
+    async with served(story, metadata) as datasette:
+        yield datasette
 
 
 async def rows(ds: Datasette, path: str, **params: str) -> list[Doc]:
@@ -253,13 +274,16 @@ def schema(db_path: Path) -> dict[str, list[str]]:
         conn.close()
 
 
-def snapshot(db_path: Path) -> str:
-    """The whole database as SQL text: schema and every row."""
-    conn = sqlite3.connect(db_path)
-    try:
-        return "\n".join(conn.iterdump())
-    finally:
-        conn.close()
+def snapshot(story: Story) -> list[str]:
+    """Both files as SQL text: schema and every row."""
+    dumps = []
+    for path in story.files().values():
+        conn = sqlite3.connect(path)
+        try:
+            dumps.append("\n".join(conn.iterdump()))
+        finally:
+            conn.close()
+    return dumps
 
 
 # ---------------------------------------------------------------------- the metadata ---
@@ -267,37 +291,46 @@ def snapshot(db_path: Path) -> str:
 
 @pytest.mark.asyncio
 async def test_every_table_view_and_column_has_a_description(ds: Datasette, story: Story) -> None:
-    real = schema(story.db_path)
-    assert {"events", "deliveries", "audit_timeline", "users", "current_memberships"} <= set(real)
+    real = {name: schema(path) for name, path in story.files().items()}
+    assert {"events", "deliveries"} <= set(real[LOG])
+    assert {"audit_timeline", "users", "current_memberships", "projection_errors"} <= set(
+        real[PROJECTIONS]
+    )
     missing = []
-    for table, columns in real.items():
-        table_metadata = ds.table_metadata("audit", table)
-        if not str(table_metadata.get("description", "")).strip():
-            missing.append(table)
-        described = table_metadata.get("columns", {})
-        missing += [f"{table}.{c}" for c in columns if not str(described.get(c, "")).strip()]
+    for database, tables in real.items():
+        for table, columns in tables.items():
+            table_metadata = ds.table_metadata(database, table)
+            if not str(table_metadata.get("description", "")).strip():
+                missing.append(f"{database}/{table}")
+            described = table_metadata.get("columns", {})
+            missing += [
+                f"{database}/{table}.{c}" for c in columns if not str(described.get(c, "")).strip()
+            ]
     assert missing == []
 
 
 def test_the_metadata_describes_nothing_that_does_not_exist(
     story: Story, metadata: dict[str, Any]
 ) -> None:
-    real = schema(story.db_path)
-    tables = metadata["databases"]["audit"]["tables"]
-    assert set(tables) - set(real) == set(SHADOW_NAMES.values())
-    stale = [
-        f"{table}.{column}"
-        for table, options in tables.items()
-        for column in options.get("columns", {})
-        if column not in real[table]
-    ]
-    assert stale == []
+    assert set(metadata["databases"]) == {PROJECTIONS, LOG}
+    for database, path in story.files().items():
+        real = schema(path)
+        tables = metadata["databases"][database]["tables"]
+        assert set(tables) <= set(real), database
+        stale = [
+            f"{database}/{table}.{column}"
+            for table, options in tables.items()
+            for column in options.get("columns", {})
+            if column not in real[table]
+        ]
+        assert stale == []
 
 
 def test_the_metadata_uses_one_vocabulary(metadata: dict[str, Any]) -> None:
     columns = {
         (table, column): text
-        for table, options in metadata["databases"]["audit"]["tables"].items()
+        for database in metadata["databases"].values()
+        for table, options in database["tables"].items()
         for column, text in options.get("columns", {}).items()
     }
     assert "svix-id" in columns["events", "event_id"]
@@ -321,49 +354,57 @@ async def test_the_instance_and_the_pages_show_the_descriptions(ds: Datasette) -
     assert 'href="?_col=occurred_at' in page.text  # the key-columns link
 
 
+async def hidden_tables(ds: Datasette, database: str) -> tuple[set[str], set[str]]:
+    """(every table, the hidden ones) of ``database``."""
+    listed = (await ds.client.get(f"/{database}.json")).json()["tables"]
+    return {t["name"] for t in listed}, {t["name"] for t in listed if t["hidden"]}
+
+
 @pytest.mark.asyncio
 async def test_internal_tables_are_hidden(ds: Datasette) -> None:
-    tables = {t["name"]: t["hidden"] for t in (await ds.client.get("/audit.json")).json()["tables"]}
-    assert {name for name, hidden in tables.items() if hidden} == {
-        "_projection_meta",
-        "_sqlite_migrations",
-    }
-    assert "events" in tables and "audit_timeline" in tables
+    projections, hidden = await hidden_tables(ds, PROJECTIONS)
+    assert hidden == {"_projection_meta"}
+    assert {"audit_timeline", "projection_errors"} <= projections
+    assert "events" not in projections
+    log, hidden = await hidden_tables(ds, LOG)
+    assert log == {"events", "deliveries", "_sqlite_migrations"}
+    assert hidden == {"_sqlite_migrations"}
 
 
 @pytest.mark.asyncio
-async def test_rebuild_shadow_tables_are_hidden_while_they_exist(
+async def test_a_rebuild_shows_without_a_restart(
     story: Story, metadata: dict[str, Any], tmp_path: Path
 ) -> None:
-    copy_path = tmp_path / "audit.db"
-    source, target = sqlite3.connect(story.db_path), sqlite3.connect(copy_path)
+    """``clerk-audit rebuild`` swaps in a new generation file; the next request reads it."""
+    log = tmp_path / "audit.db"
+    source, target = sqlite3.connect(story.db_path), sqlite3.connect(log)
     source.backup(target)
     source.close()
-    create_tables(target, SHADOW_NAMES)  # what a rebuild creates before it swaps them in
-    target.commit()
     target.close()
-    datasette = await _datasette(copy_path, metadata)
-    try:
-        listed = (await datasette.client.get("/audit.json")).json()["tables"]
-    finally:
-        _close(datasette)
-    hidden = {t["name"] for t in listed if t["hidden"]}
-    assert set(SHADOW_NAMES.values()) <= {t["name"] for t in listed}
-    assert hidden == {*SHADOW_NAMES.values(), "_projection_meta", "_sqlite_migrations"}
+    copy = Story(log)
+    rebuild(log, copy.projections_path)
+    async with served(copy, metadata) as datasette:
+        before = await rows(datasette, "audit_timeline", _size="max")
+        first = datasette.databases[PROJECTIONS].path
+        rebuild(log, copy.projections_path)
+        after = await rows(datasette, "audit_timeline", _size="max")
+        assert datasette.databases[PROJECTIONS].path != first
+        assert not Path(first).exists()  # the old generation is gone, yet nothing failed
+    assert after == before and len(after) == len(story.stored)
 
 
 @pytest.mark.asyncio
 async def test_ids_link_to_readable_names(ds: Datasette, story: Story) -> None:
     """Every declared reference shows the referenced user's display_name or the
     organization's name as its label."""
-    conn = sqlite3.connect(story.db_path)
+    conn = sqlite3.connect(story.projections_path)
     labels = {
         "users": dict(conn.execute("SELECT id, display_name FROM users")),
         "organizations": dict(conn.execute("SELECT id, name FROM organizations")),
     }
     references = [
         (table, fk[3], fk[2])
-        for table in schema(story.db_path)
+        for table in schema(story.projections_path)
         for fk in conn.execute(f"PRAGMA foreign_key_list({table})")
     ]
     conn.close()
@@ -621,7 +662,7 @@ async def test_no_canned_query_writes(ds: Datasette, story: Story) -> None:
     listed = (await ds.client.get("/audit.json")).json()["queries"]
     assert {q["name"] for q in listed} == set(PARAMS)
     assert not any(q.get("write") for q in listed)
-    before = snapshot(story.db_path)
+    before = snapshot(story)
     for name, params in PARAMS.items():
         got = await ds.client.get(f"/audit/{name}.json", params=params)
         assert got.status_code == 200, name
@@ -629,13 +670,15 @@ async def test_no_canned_query_writes(ds: Datasette, story: Story) -> None:
         # only write queries on POST; a read one fails (500), and nothing is written either way.
         posted = await ds.client.post(f"/audit/{name}", data=params)
         assert posted.status_code >= 400, name
-    assert snapshot(story.db_path) == before
+    assert snapshot(story) == before
 
 
 @pytest.mark.parametrize(
     "sql",
     [
         "delete from events",
+        "delete from log.events",
+        "insert into log.deliveries (outcome) values ('stored')",
         "delete from audit_timeline",
         "update users set display_name = 'x'",
         "select 1; delete from events",
@@ -644,10 +687,11 @@ async def test_no_canned_query_writes(ds: Datasette, story: Story) -> None:
 )
 @pytest.mark.asyncio
 async def test_arbitrary_sql_cannot_write(ds: Datasette, story: Story, sql: str) -> None:
-    before = snapshot(story.db_path)
-    response = await ds.client.get("/audit.json", params={"sql": sql})
-    assert response.status_code == 400
-    assert snapshot(story.db_path) == before
+    before = snapshot(story)
+    for database in (PROJECTIONS, LOG):
+        response = await ds.client.get(f"/{database}.json", params={"sql": sql})
+        assert response.status_code == 400
+    assert snapshot(story) == before
 
 
 # ------------------------------------------------------------ the README's lock-down ---
@@ -670,11 +714,10 @@ async def test_the_readme_lockdown_works(
     token = new_secret()
     monkeypatch.setenv("CLERK_AUDIT_DATASETTE_TOKEN", token)
     locked = {**metadata, **readme_lockdown()}
-    datasette = await _datasette(story.db_path, locked, settings={"default_allow_sql": False})
-    client = datasette.client
-    bearer = {"Authorization": f"Bearer {token}"}
-    root = {"ds_actor": datasette.sign({"a": {"id": "root"}}, "actor")}
-    try:
+    async with served(story, locked, settings={"default_allow_sql": False}) as datasette:
+        client = datasette.client
+        bearer = {"Authorization": f"Bearer {token}"}
+        root = {"ds_actor": datasette.sign({"a": {"id": "root"}}, "actor")}
         assert (await client.get("/audit/audit_timeline.json")).status_code == 403
         wrong = {"Authorization": f"Bearer {new_secret()}"}
         assert (await client.get("/audit/audit_timeline.json", headers=wrong)).status_code == 403
@@ -685,8 +728,7 @@ async def test_the_readme_lockdown_works(
         sql = await client.get("/audit.json", params={"sql": "select 1"}, headers=bearer)
         assert sql.status_code == 403
         assert (await client.get("/audit/users", cookies=root)).status_code == 200
-    finally:
-        _close(datasette)
+        assert (await client.get("/log/events.json")).status_code == 403
 
 
 def test_the_story_covers_what_the_queries_look_for(story: Story) -> None:

@@ -1,9 +1,10 @@
 """``clerk-audit datasette``: the command, and a real Datasette process on a live store.
 
-The live test runs the real ingest server and ``clerk-audit datasette`` on the same file, with a
-store not named ``audit.db`` (so the metadata must be re-keyed) and a rogue Datasette plugin
-installed on ``PYTHONPATH`` (so the allow-list must keep it out). Events posted to the server
-must show in Datasette's JSON API at once, without a restart.
+The live test runs the real ingest server and ``clerk-audit datasette`` on the same store, with
+files not named ``audit.db`` (the databases are still ``audit`` and ``log``, and the metadata
+applies) and a rogue Datasette plugin installed on ``PYTHONPATH`` (so the allow-list must keep
+it out). Events posted to the server must show in Datasette's JSON API once the server's
+projector has applied them, without a restart.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import pytest
 from click.testing import CliRunner
 
 from eventstore.cli import cli
-from eventstore.cli.datasette import ALLOWED_PLUGINS, load_metadata, metadata_for
+from eventstore.cli.datasette import ALLOWED_PLUGINS
+from eventstore.datasette_files import PLUGIN_NAME
 from eventstore.db import open_store
+from eventstore.paths import default_projections_path
 from eventstore.samples import sample_body, sample_event_id
-from projections import ensure_current
+from projections import rebuild
 from tests.support.server import Server
 
 CLI = Path(sys.executable).with_name("clerk-audit")
@@ -131,48 +134,38 @@ def test_datasette_reads_the_live_store_with_allowed_plugins_only(
         httpx.Client(base_url=datasette.url, timeout=30) as client,
     ):
         plugins = client.get("/-/plugins.json").json()
-        assert {plugin["name"] for plugin in plugins} == ALLOWED_PLUGINS
+        assert {plugin["name"] for plugin in plugins} == {*ALLOWED_PLUGINS, PLUGIN_NAME}
         assert not marker.exists()
-        assert [p.name for p in temp.iterdir()]  # the re-keyed metadata, while it runs
+        served = [d["name"] for d in client.get("/-/databases.json").json()]
+        assert served == ["audit", "log"]
 
         def timeline() -> list[str]:
-            response = client.get("/live-store/audit_timeline.json", params={"_shape": "array"})
+            response = client.get("/audit/audit_timeline.json", params={"_shape": "array"})
             assert response.status_code == 200
             return [row["event_id"] for row in response.json()]
 
         assert timeline() == []
         for name in STORY:
             assert server.post(sample_event_id(name), sample_body(name)).status_code == 200
+        logged = client.get("/log/events.json", params={"_shape": "array"}).json()
+        assert sorted(row["event_id"] for row in logged) == sorted(map(sample_event_id, STORY))
+        server.wait_projected()
         assert sorted(timeline()) == sorted(sample_event_id(name) for name in STORY)
 
         user_id = sample_event_id("user.created")
-        maya = client.get("/live-store/users.json", params={"_shape": "array"}).json()[0]["id"]
+        maya = client.get("/audit/users.json", params={"_shape": "array"}).json()[0]["id"]
         history = client.get(
-            "/live-store/user_history.json", params={"user_id": maya, "_shape": "array"}
+            "/audit/user_history.json", params={"user_id": maya, "_shape": "array"}
         )
         assert history.status_code == 200
         assert user_id in {row["event_id"] for row in history.json()}
-        tables = client.get("/live-store.json").json()["tables"]
-        assert {t["name"] for t in tables if t["hidden"]} == {
-            "_projection_meta",
-            "_sqlite_migrations",
-        }
+        tables = client.get("/audit.json").json()["tables"]
+        assert {t["name"] for t in tables if t["hidden"]} == {"_projection_meta"}
         assert "Clerk audit log" in client.get("/").text
-        assert "The svix-id of the event" in client.get("/live-store/events").text
-    # Stopped by SIGTERM after a graceful shutdown (uvicorn re-raises it), and cleaned up.
+        assert "The svix-id of the event" in client.get("/log/events").text
+        assert list(temp.iterdir()) == []  # no temporary metadata any more
+    # Stopped by SIGTERM after a graceful shutdown (uvicorn re-raises it).
     assert datasette.process.returncode == -signal.SIGTERM
-    assert list(temp.iterdir()) == []  # the temporary metadata is gone
-
-
-def test_metadata_is_rekeyed_for_the_actual_database_name() -> None:
-    shipped = load_metadata()
-    assert metadata_for("audit", shipped) is shipped
-    other = metadata_for("live-store", shipped)
-    assert set(other["databases"]) == {"live-store"}
-    assert other["databases"]["live-store"] == shipped["databases"]["audit"]
-    assert other["title"] == shipped["title"]
-    own = {"databases": {"audit": {"title": "a"}, "x": {"title": "b"}}}
-    assert metadata_for("x", own) is own  # an entry for the actual name wins
 
 
 def _run(*args: str) -> tuple[int, str]:
@@ -203,7 +196,11 @@ def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
     log_only = tmp_path / "log-only.db"
     open_store(log_only, create=True).close()  # the log, but no projections yet
     code, stderr = _run("--db", str(log_only))
-    assert code == 1 and "has no projections yet (run `clerk-audit rebuild" in stderr
+    projections = default_projections_path(log_only)
+    assert code == 1 and stderr == (
+        f"clerk-audit: error: no projections file at {projections} "
+        f"(run `clerk-audit project --db {log_only}`)\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -213,7 +210,7 @@ def test_options_that_would_break_the_guarantees_are_refused(
     db_path: Path, args: list[str]
 ) -> None:
     open_store(db_path, create=True).close()
-    ensure_current(db_path)
+    rebuild(db_path, default_projections_path(db_path))
     code, stderr = _run("--db", str(db_path), "--", *args)
     assert code == 1 and stderr.startswith("clerk-audit: error: datasette option")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Annotated, Any
 
 import orjson
@@ -100,6 +101,17 @@ class Envelope(ClerkModel):
                 return iso_ms(ms)
         return None
 
+
+MAX_DEPTH = 1024
+"""orjson's nesting limit: the one limit on depth, whichever parser reads a body."""
+RECURSION_LIMIT = 4 * MAX_DEPTH
+"""The standard library's ``json`` (which keeps long integers exact) and its encoder (which
+writes values orjson will not) recurse once per level and stop at the interpreter's recursion
+limit, which counts the caller's frames too: with the default 1,000, whether a 980-level body
+could be read depended on which process read it and how deep its stack was. Every process
+that reads or writes bodies imports this module, so the limit is raised here, once."""
+if sys.getrecursionlimit() < RECURSION_LIMIT:
+    sys.setrecursionlimit(RECURSION_LIMIT)
 
 _LONG_NUMBER = re.compile(rb"\d{19,}")
 """A run of digits that may be an integer past 64 bits, which orjson reads as a float."""

@@ -422,27 +422,13 @@ def test_deep_nesting_is_stored_up_to_the_parsers_limit_and_quarantined_past_it(
     assert_healthy(small, client, since)
 
 
-LONG_DIGIT_BUG = (
-    "eventstore/envelope.py load_json: a body with a run of 19+ digits anywhere (even in a "
-    "string) is parsed again by json.loads, whose depth limit is Python's recursion limit "
-    "minus the caller's stack, not orjson's 1,024: an event nested ~980-1,024 levels is "
-    "quarantined 'nested too deeply' when the same event without the digits is stored"
-)
-DEEP_DUMP_BUG = (
-    "projections/fold.py dump_json: orjson.dumps refuses more than 254 levels and the json.dumps "
-    "fallback hits Python's recursion limit at ~990-1,000, so a stored event nested up to the "
-    "1,024 levels ingest accepts is never projected (projection_errors: RecursionError while "
-    "encoding a JSON object); how deep is too deep depends on the projector's stack"
-)
-
-
 @pytest.mark.parametrize(
     ("depth", "digits"),
     [
-        pytest.param(1000, False, marks=pytest.mark.xfail(strict=True, reason=DEEP_DUMP_BUG)),
-        pytest.param(1000, True, marks=pytest.mark.xfail(strict=True, reason=LONG_DIGIT_BUG)),
-        pytest.param(1024, False, marks=pytest.mark.xfail(strict=True, reason=DEEP_DUMP_BUG)),
-        pytest.param(1024, True, marks=pytest.mark.xfail(strict=True, reason=LONG_DIGIT_BUG)),
+        pytest.param(1000, False),
+        pytest.param(1000, True),
+        pytest.param(1024, False),
+        pytest.param(1024, True),
     ],
     ids=["1000", "1000-long-digits", "1024", "1024-long-digits"],
 )
@@ -463,13 +449,6 @@ def test_an_event_within_1024_levels_is_stored_and_projected_whatever_digits_it_
     assert user["data"].count("[") == depth - 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the same bug as LONG_DIGIT_BUG seen from the projections: the writer thread, the "
-    "projector and a rebuild each parse with a different stack depth, so an event the writer "
-    "stored at ~970-980 levels fails in the projector (projection_errors: NotAnEvent nested too "
-    "deeply) and a rebuild may apply it: rebuild --check exits 1 (users, audit_timeline)",
-)
 def test_deep_events_with_long_digit_runs_project_as_they_were_stored(
     server: Server,
 ) -> None:

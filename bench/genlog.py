@@ -29,7 +29,7 @@ from bench.workload import plan
 from eventstore.db import open_store, transaction
 from eventstore.log import EVENT_COLUMNS, event_record, sha256_hex
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 SEED = 20260804
 CHUNK = 5000
 CHECK_EVERY = 997
@@ -39,6 +39,9 @@ INSERT = (
     f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
 )
 Row = tuple[object, ...]
+SCHEMA_PRAGMAS = ("journal_mode", "page_size", "application_id")
+"""Compared between a fresh store and the generated one, and part of the cache's name: a log
+made with another page size (the store's choice for new logs) is not the same log on disk."""
 
 
 def _iso(ms: int) -> str:
@@ -109,7 +112,8 @@ def _schema_sql(path: Path | None = None) -> str:
         conn = open_store(path or Path(folder) / "schema.db", create=path is None)
         try:
             rows = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name")
-            return repr(rows.fetchall()) + repr(conn.execute("PRAGMA journal_mode").fetchone())
+            pragmas = [conn.execute(f"PRAGMA {name}").fetchone() for name in SCHEMA_PRAGMAS]
+            return repr(rows.fetchall()) + repr(pragmas)
         finally:
             conn.close()
 
@@ -161,6 +165,12 @@ def _progress(written: int, events: int, started: float) -> None:
     if written % 100_000 < CHUNK or written == events:
         rate = written / max(time.monotonic() - started, 1e-9)
         print(f"  log: {written:,}/{events:,} events ({rate:,.0f}/s)", file=sys.stderr)
+
+
+def cached_log(work: Path, events: int) -> Path | None:
+    """The cached log of ``events`` events if it has been generated (None if not)."""
+    path = work / f"log-{events}-{fingerprint(events)}.db"
+    return path if path.exists() else None
 
 
 def ensure_log(work: Path, events: int) -> Path:

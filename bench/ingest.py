@@ -2,13 +2,17 @@
 
 Each round runs the three systems one after the other (the order rotates between rounds), each
 on a fresh store and port, with the same request stream and secret; ratios are taken within a
-round. The load generator is a separate process (:mod:`bench.loadgen`).
+round. The load generator is a separate process (:mod:`bench.loadgen`). Against our server
+it also samples the projections' lag from ``/healthz`` and waits for them to catch up after the
+load (:mod:`bench.lag`); once the server has stopped, the log it wrote is measured on disk.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,13 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.deliveries import POOL_EVENTS, ensure_pool, new_secret
+from bench.disk import checkpoint, log_usage
 from bench.profile import Profile
-from bench.servers import PROJECT, baseline_command, free_port, running, serve_command
+from bench.servers import PROJECT, baseline_command, free_port, remove_store, running, serve_command
 from bench.stats import Section, ratio
 
 BARE, NAIVE, OURS = "bare", "naive", "clerk-audit"
 SYSTEMS = (BARE, NAIVE, OURS)
 LOADGEN_GRACE_S = 90.0
+"""How long the load generator may take beyond the run and the catch-up: loading and
+signing its requests, waiting for the server."""
 Summary = dict[str, Any]
 
 
@@ -40,9 +47,9 @@ class Plan:
     """Whether ``ours_events`` comes from a run of our own server (else from the ceiling)."""
 
 
-def _command(system: str, port: int, db_path: Path) -> list[str]:
+def _command(system: str, port: int, db_path: Path, wrapper: list[str] | None) -> list[str]:
     if system == OURS:
-        return serve_command(port, db_path)
+        return serve_command(port, db_path, wrapper)
     return baseline_command(system, port, db_path)
 
 
@@ -53,34 +60,45 @@ def _loadgen_command(plan: Plan, system: str, port: int, server_pid: int) -> lis
     command += ["--events", str(events), "--redeliveries", str(profile.redeliveries)]
     command += ["--seconds", str(profile.ingest_seconds), "--connections", str(profile.connections)]
     command += ["--server-pid", str(server_pid)]
+    if system == OURS:
+        command += ["--sample-ms", str(profile.lag_sample_ms)]
+        command += ["--catch-up-timeout", str(profile.catch_up_timeout_s)]
     return command + (["--wrap"] if system == BARE else [])
 
 
-def _fresh(db_path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-
-
-def run_one(plan: Plan, system: str, round_: int) -> Summary:
-    """One load run against ``system``; the loadgen's summary, or ``{"error": ...}``."""
+def run_one(
+    plan: Plan, system: str, round_: int, wrapper: list[str] | None = None, tag: str = ""
+) -> Summary:
+    """One load run against ``system`` (its command prefixed by ``wrapper``, e.g. a profiler);
+    the loadgen's summary, with the log's size on disk for our server, or ``{"error": ...}``."""
     folder = plan.work / "ingest"
     folder.mkdir(parents=True, exist_ok=True)
     db_path, port = folder / f"{system}.db", free_port()
-    _fresh(db_path)
+    remove_store(db_path)
     env = {"CLERK_WEBHOOK_SIGNING_SECRET": plan.secret}
-    log = folder / f"{system}-{round_}.log"
+    log = folder / f"{system}-{tag or round_}.log"
+    timeout = LOADGEN_GRACE_S + plan.profile.ingest_seconds + plan.profile.catch_up_timeout_s
     try:
-        with running(_command(system, port, db_path), env=env, log=log) as server:
-            summary = _drive(_loadgen_command(plan, system, port, server.pid), env, server)
+        command = _command(system, port, db_path, wrapper)
+        # A profiler writes its profile when the program ends by itself: uvicorn re-raises
+        # the signal that stopped it, which SIGTERM's default action ends at once, while
+        # SIGINT's becomes KeyboardInterrupt and lets the profiler finish.
+        stop_signal = signal.SIGINT if wrapper else signal.SIGTERM
+        with running(command, env=env, log=log, stop_signal=stop_signal) as server:
+            summary = _drive(_loadgen_command(plan, system, port, server.pid), env, server, timeout)
+        if system == OURS and "error" not in summary:
+            checkpoint(db_path)
+            summary["disk"] = log_usage(db_path)
     finally:
-        _fresh(db_path)
+        remove_store(db_path)
     if "error" in summary:
         summary["error"] += f" (server log: {log})"
     return summary
 
 
-def _drive(command: list[str], env: dict[str, str], server: subprocess.Popen[bytes]) -> Summary:
-    timeout = LOADGEN_GRACE_S
+def _drive(
+    command: list[str], env: dict[str, str], server: subprocess.Popen[bytes], timeout: float
+) -> Summary:
     done = subprocess.run(
         command,
         env=os.environ | env,
@@ -143,6 +161,18 @@ def _say(system: str, summary: Summary) -> None:
         f"loadgen CPU {summary['loadgen_cpu']:.0%} (requests built in {summary['build_s']:.1f} s)",
         file=sys.stderr,
     )
+    if "lag_samples" in summary:
+        print(
+            f"    {system}: projections lag p99 {summary['lag_p99_events']} events / "
+            f"{_seconds_text(summary['lag_p99_s'])}, caught up "
+            f"{_seconds_text(summary['catch_up_s'])} after the load, projector CPU "
+            f"{summary['server_children_cpu']:.0%}",
+            file=sys.stderr,
+        )
+
+
+def _seconds_text(value: float | None) -> str:
+    return "never" if value is None else f"{value:.2f} s"
 
 
 _FIGURES = (
@@ -153,6 +183,15 @@ _FIGURES = (
     ("server_cpu", "server CPU busy (1.0 = one core)", "cores"),
     ("loadgen_cpu", "load generator CPU busy", "cores"),
 )
+_OURS_FIGURES = (
+    ("server_main_cpu", "server CPU busy, HTTP + writer process", "cores"),
+    ("server_children_cpu", "server CPU busy, projector process", "cores"),
+    ("lag_p99_events", "projections' lag p99, in events (position - projected)", "events"),
+    ("lag_max_events", "projections' lag max, in events", "events"),
+    ("lag_p99_s", "projections' lag p99, in seconds (until projected reached the position)",
+     "s"),
+    ("lag_p99_s_by_rate", "projections' lag p99, in events ÷ events stored per second", "s"),
+)  # fmt: skip
 
 
 def _record(section: Section, results: dict[str, Summary]) -> None:
@@ -168,7 +207,42 @@ def _record(section: Section, results: dict[str, Summary]) -> None:
         section.figure(f"{system}.failures", f"{system}: non-2xx + errors", "count").add(bad)
         if summary["exhausted"]:
             section.notes.append(f"{system}: ran out of unique events before the time was up")
+        if system == OURS:
+            _record_ours(section, summary)
     _record_ratios(section, results)
+
+
+def _record_ours(section: Section, summary: Summary) -> None:
+    """The projections' lag and catch-up, and the log's bytes on disk, of one run."""
+    for key, label, unit in _OURS_FIGURES:
+        if summary.get(key) is not None:
+            section.figure(f"{OURS}.{key}", f"{OURS}: {label}", unit).add(summary[key])
+        elif key.startswith("lag"):
+            section.notes.append(
+                f"{OURS}: no {key} in a run (samples: {summary.get('lag_samples')})"
+            )
+    caught_up = summary.get("catch_up_s")
+    label = f"{OURS}: catch-up after the load (until projected == position)"
+    section.figure(f"{OURS}.catch_up_s", label, "s").add(
+        math.inf if caught_up is None else caught_up
+    )
+    if caught_up is None:
+        section.notes.append(
+            f"{OURS}: the projections did not catch up with the log within the wait "
+            f"(projected {summary.get('final_projected')} of {summary.get('final_position')})"
+        )
+    if summary.get("projection_errors"):
+        section.notes.append(f"{OURS}: {summary['projection_errors']} projection errors")
+    disk = summary.get("disk")
+    if disk and disk["events"]:
+        per_event = section.figure(
+            f"{OURS}.log_bytes_per_event",
+            f"{OURS}: log on disk per stored event (events + deliveries + indexes)", "bytes",
+        )  # fmt: skip
+        per_event.add(disk["file_bytes"] / disk["events"])
+        section.figure(
+            f"{OURS}.log_per_body_byte", f"{OURS}: log on disk ÷ body bytes stored", "x"
+        ).add(ratio(disk["file_bytes"], disk["body_bytes"]))
 
 
 def _record_ratios(section: Section, results: dict[str, Summary]) -> None:

@@ -3,6 +3,9 @@
 It loads and signs its requests first (secret from ``CLERK_WEBHOOK_SIGNING_SECRET``), waits for
 ``GET /healthz`` to answer 200, then keeps ``--connections`` keep-alive connections busy for
 ``--seconds`` on uvloop, and prints one JSON object with what it measured on stdout.
+
+With ``--sample-ms`` it also samples ``/healthz`` on a connection of its own during the load,
+and after it waits for the projections to catch up with the log (:mod:`bench.lag`).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ import psutil  # type: ignore[import-untyped]
 import uvloop
 
 from bench.deliveries import cycle, delivery_order, load_pool, signed_requests
+from bench.lag import Sample, catch_up, sample_until, summarise
 from bench.measure import process_family
 from bench.stats import percentile
-from bench.wire import Tally, connection, wait_until_healthy
+from bench.wire import HealthProbe, Tally, connection, wait_until_healthy
 
 HEALTH_TIMEOUT_S = 60.0
 
@@ -40,6 +44,18 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--wrap", action="store_true", help="start over when all are sent")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--server-pid", type=int, help="report this process's CPU use too")
+    parser.add_argument(
+        "--sample-ms",
+        type=float,
+        default=0.0,
+        help="sample the projections' lag from /healthz this often (0: never)",
+    )
+    parser.add_argument(
+        "--catch-up-timeout",
+        type=float,
+        default=60.0,
+        help="the longest wait for the projections after the load",
+    )
     return parser.parse_args()
 
 
@@ -48,14 +64,17 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _process_cpu(pid: int | None) -> float:
-    """CPU seconds used so far by process ``pid``, its threads and its child processes (our
-    server's writer runs in one), NaN if unknown."""
+def _process_cpu(pid: int | None) -> tuple[float, float]:
+    """CPU seconds used so far by process ``pid`` with its threads, and by its child processes
+    (our server's projector runs in one); NaN if unknown."""
     try:
         times = [process.cpu_times() for process in process_family(pid)] if pid else []
     except psutil.Error:
         times = []
-    return float(sum(t.user + t.system for t in times)) if times else math.nan
+    if not times:
+        return math.nan, math.nan
+    own, *children = (t.user + t.system for t in times)
+    return float(own), float(sum(children))
 
 
 async def _load(port: int, requests: Iterator[bytes], args: argparse.Namespace) -> Tally:
@@ -104,14 +123,30 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     requests = signed_requests(events, secret, args.port)
     build_s = time.perf_counter() - built
     await wait_until_healthy(args.port, HEALTH_TIMEOUT_S)
+    probe, stop = HealthProbe(args.port), asyncio.Event()
+    during: list[Sample] = []
+    after: list[Sample] = []
+    sampler = asyncio.create_task(sample_until(probe, args.sample_ms / 1000, stop, during))
+    if not args.sample_ms:
+        stop.set()
     cpu, server_cpu = _own_cpu(), _process_cpu(args.server_pid)
     started = time.perf_counter()
     tally = await _load(args.port, cycle(order, requests, wrap=args.wrap), args)
-    seconds = time.perf_counter() - started
+    ended = time.perf_counter()
+    seconds = ended - started
+    server_after = _process_cpu(args.server_pid)
     summary = _summary(tally, seconds)
     summary["loadgen_cpu"] = (_own_cpu() - cpu) / seconds
-    summary["server_cpu"] = (_process_cpu(args.server_pid) - server_cpu) / seconds
+    summary["server_cpu"] = (sum(server_after) - sum(server_cpu)) / seconds
+    summary["server_main_cpu"] = (server_after[0] - server_cpu[0]) / seconds
+    summary["server_children_cpu"] = (server_after[1] - server_cpu[1]) / seconds
     summary["build_s"] = build_s
+    stop.set()
+    await sampler
+    if args.sample_ms:
+        caught_up = await catch_up(probe, ended, args.catch_up_timeout, after)
+        summary |= summarise(during, after, caught_up, summary["stored_per_s"])
+    probe.close()
     summary["mean_body_bytes"] = sum(len(body) for _, body in events) / max(len(events), 1)
     return summary
 

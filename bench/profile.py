@@ -8,7 +8,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class Profile:
     """The sizes of one invocation; the defaults are the quick profile for a 2-core machine
-    (``make bench``, under 5 minutes once the log is cached)."""
+    (``make bench``, under 10 minutes once the 1M-event log is cached)."""
 
     runs: int = 3
     """Runs of every figure (each reported by its median)."""
@@ -16,12 +16,23 @@ class Profile:
     connections: int = 32
     redeliveries: float = 0.2
     """The share of requests that re-send an earlier event."""
+    lag_sample_ms: float = 100.0
+    """How often the load generator reads ``/healthz`` for the projections' lag."""
+    catch_up_timeout_s: float = 30.0
+    """The longest wait for the projections to catch up after a run (past it: a failure)."""
     log_events: int = 1_000_000
     """Events in the generated log that ``clerk-audit rebuild`` replays."""
     peer_events: int = 20_000
     """Events the eventsourcing peer appends and reads back, per run."""
-    rebuild_timeout_s: float = 60.0
-    """Past this a rebuild run is stopped (and counted as under 1/60 of the log per second)."""
+    rebuild_timeout_s: float = 300.0
+    """Past this a rebuild run is stopped (and counted as under the log ÷ this per second)."""
+    rebuild_budget_s: float = 300.0
+    """No new rebuild round starts once the section has run this long and the next round
+    would end past it (at least one round always runs)."""
+    profile_misses: bool = True
+    """Whether to save pyinstrument profiles for the targets that fail."""
+    profile_events: int = 100_000
+    """Events of the log replayed under the profiler (rebuild: bulk; projector: live)."""
 
 
 QUICK = Profile()

@@ -9,13 +9,22 @@ from bench.profile import Profile
 from bench.stats import Figure, Section
 from bench.targets import Target
 
-SECTION_ORDER = ("ingest", "rebuild", "peer")
+SECTION_ORDER = ("ingest", "rebuild", "disk", "peer", "profiles")
+TITLES = {
+    "ingest": "Ingest",
+    "rebuild": "Rebuild",
+    "disk": "Disk",
+    "peer": "Peer: eventsourcing",
+    "profiles": "Profiles of what misses",
+}
 
 
 def number(value: float, unit: str) -> str:
     """``value`` formatted for its unit."""
     if math.isnan(value):
         return "—"
+    if math.isinf(value):
+        return "never" if unit == "s" else "∞"
     if unit in {"x", "cores"}:
         return f"{value:.2f}"
     if unit == "ms":
@@ -72,9 +81,10 @@ def render(
         ["target", "measured (median)", "required", "result"], map(_target_row, targets)
     )
     lines.append("")
-    titles = {"ingest": "Ingest", "rebuild": "Rebuild", "peer": "Peer: eventsourcing"}
     for key in SECTION_ORDER:
-        lines += _section(sections.get(key), titles[key])
+        if key == "profiles" and key not in sections:
+            continue
+        lines += _section(sections.get(key), TITLES[key])
     return "\n".join(lines) + "\n" + method
 
 
@@ -82,5 +92,6 @@ def _profile_text(profile: Profile) -> str:
     return (
         f"{profile.runs} runs of every figure; ingest {profile.ingest_seconds:g} s at "
         f"{profile.connections} connections with {profile.redeliveries:.0%} redeliveries; "
+        f"projections' lag sampled every {profile.lag_sample_ms:g} ms; "
         f"rebuild of {profile.log_events:,} events; peer {profile.peer_events:,} events"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -12,6 +13,8 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from eventstore.paths import default_projections_path
 
 BIN = Path(sys.executable).parent
 PROJECT = Path(__file__).resolve().parent.parent
@@ -26,20 +29,34 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def serve_command(port: int, db_path: Path) -> list[str]:
-    """``clerk-audit serve`` on ``port`` with the store ``db_path``, logging warnings only."""
-    command = [str(BIN / "clerk-audit"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--db", str(db_path)]
+def serve_command(port: int, db_path: Path, program: list[str] | None = None) -> list[str]:
+    """``clerk-audit serve`` on ``port`` with the log ``db_path`` (the projections beside it),
+    logging warnings only. ``program`` replaces ``clerk-audit`` (e.g. a profiler running
+    ``-m eventstore.cli``)."""
+    command = [*(program or [str(BIN / "clerk-audit")]), "serve"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--db", str(db_path)]
     if _serve_has_log_level():
         command += ["--log-level", "warning"]
     return command
 
 
+@functools.cache
 def _serve_has_log_level() -> bool:
     help_text = subprocess.run(
         [str(BIN / "clerk-audit"), "serve", "--help"], capture_output=True, text=True, check=False
     ).stdout
     return "--log-level" in help_text
+
+
+def remove_store(db_path: Path) -> None:
+    """Delete the log at ``db_path`` and its projections (the link and every generation file
+    beside it), side files included: a projections file left from another log would hold a
+    checkpoint past the new log's head."""
+    projections = default_projections_path(db_path)
+    generations = db_path.parent.glob(f"{projections.stem}.g*{projections.suffix}*")
+    for path in [db_path, projections, *generations]:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def baseline_command(app: str, port: int, db_path: Path) -> list[str]:
@@ -50,7 +67,7 @@ def baseline_command(app: str, port: int, db_path: Path) -> list[str]:
 
 @contextlib.contextmanager
 def running(
-    command: list[str], *, env: dict[str, str], log: Path
+    command: list[str], *, env: dict[str, str], log: Path, stop_signal: int = signal.SIGTERM
 ) -> Iterator[subprocess.Popen[bytes]]:
     """The server ``command`` running (output to ``log``) for the block, then stopped."""
     with log.open("wb") as output:
@@ -60,13 +77,13 @@ def running(
         try:
             yield process
         finally:
-            stop(process)
+            stop(process, stop_signal)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within :data:`STOP_TIMEOUT_S`."""
+def stop(process: subprocess.Popen[bytes], stop_signal: int = signal.SIGTERM) -> None:
+    """``stop_signal``, then SIGKILL if it has not exited within :data:`STOP_TIMEOUT_S`."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop_signal)
         try:
             process.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:

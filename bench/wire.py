@@ -8,6 +8,7 @@ checking it is a slice of the status line and a substring test on the body.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -92,6 +93,39 @@ async def get_status(port: int, path: str) -> int | None:
         return None
     finally:
         writer.close()
+
+
+class HealthProbe:
+    """``GET /healthz`` over one keep-alive connection of its own (reopened if it drops): the
+    server's log ``position`` and the projections' ``projected`` checkpoint."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def read(self) -> dict[str, object] | None:
+        """The answer's JSON, or None if there was no 200 answer."""
+        request = f"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1:{self._port}\r\n\r\n".encode()
+        try:
+            if self._streams is None:
+                self._streams = await asyncio.open_connection("127.0.0.1", self._port)
+            reader, writer = self._streams
+            writer.write(request)
+            status, body, keep_alive = await read_response(reader)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            self.close()
+            return None
+        if not keep_alive:
+            self.close()
+        if status != b"200":
+            return None
+        answer = json.loads(body)
+        return answer if isinstance(answer, dict) else None
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
 
 
 async def wait_until_healthy(port: int, timeout: float) -> None:

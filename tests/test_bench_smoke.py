@@ -1,5 +1,6 @@
-"""The benchmark's own machinery works: bodies, delivery order, and the load generator
-against the baselines (no timings are asserted)."""
+"""The benchmark's own machinery works: bodies, delivery order, the generated log, the load
+generator against the baselines and our server (with the projections' lag), the disk figures
+and the profiles (no timings are asserted)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,29 @@ import pytest
 
 from bench.bodies import Renderer
 from bench.deliveries import delivery_order, new_secret, write_pool
-from bench.genlog import _rows
-from bench.servers import PROJECT, baseline_command, free_port, running, wait_healthy
+from bench.disk import log_usage, projections_usage
+from bench.genlog import _rows, ensure_log
+from bench.lag import Sample, summarise
+from bench.profiling import profile_rebuild
+from bench.servers import (
+    PROJECT,
+    baseline_command,
+    free_port,
+    remove_store,
+    running,
+    serve_command,
+    wait_healthy,
+)
 from bench.workload import plan
+from eventstore.paths import default_projections_path
+from projections import rebuild
 
 STUBS = {"user.deleted", "organization.deleted"}
 
 
 def test_bodies_are_unique_clerk_events_of_1_to_3_kb() -> None:
-    rendered = [Renderer().render(spec) for spec in plan(1000, seed=3)]
+    renderer = Renderer()
+    rendered = [renderer.render(spec) for spec in plan(1000, seed=3)]
     assert len({event.event_id for event in rendered}) == len(rendered)
     sizes = [len(event.body) for event in rendered if event.event_type not in STUBS]
     assert min(sizes) >= 800
@@ -40,25 +55,78 @@ def test_every_event_is_delivered_once_plus_redeliveries() -> None:
     assert 0.1 < (len(order) - 1000) / len(order) < 0.3
 
 
-@pytest.mark.parametrize("app", ["bare", "naive"])
-def test_the_load_generator_gets_only_2xx_from_a_baseline(app: str, tmp_path: Path) -> None:
-    pool, port = tmp_path / "pool.pickle", free_port()
-    write_pool(pool, 200)
-    env = {"CLERK_WEBHOOK_SIGNING_SECRET": new_secret()}
-    command = baseline_command(app, port, tmp_path / "naive.db")
-    with running(command, env=env, log=tmp_path / "server.log") as server:
-        wait_healthy(port, server)
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--pool", str(pool),
-             "--events", "200", "--seconds", "1", "--connections", "4"],
-            env=os.environ | env, cwd=PROJECT, capture_output=True, text=True, timeout=60,
-            check=True,
-        )  # fmt: skip
-    summary = json.loads(done.stdout)
-    assert summary["requests"] > 0
+def test_lag_in_events_and_in_seconds() -> None:
+    """Lag in seconds: until a later sample shows ``projected`` past the sample's position."""
+    during = [Sample(0.0, 10, 10, 0), Sample(0.1, 30, 12, 0), Sample(0.2, 50, 31, 0)]
+    after = [Sample(0.25, 50, 40, 0), Sample(0.3, 50, 50, 0)]
+    summary = summarise(during, after, 0.1, rate=100.0)
+    assert summary["lag_max_events"] == 19
+    assert summary["lag_max_s"] == pytest.approx(0.1)  # 30 was projected by 0.2, 50 by 0.3
+    assert summary["lag_p99_s_by_rate"] == pytest.approx(0.19)
+    assert summary["catch_up_s"] == 0.1
+    assert summary["final_projected"] == summary["final_position"] == 50
+    never = summarise(during, [], None, rate=100.0)
+    assert never["lag_max_s"] is None  # 50 was never projected: unknown, not 0
+
+
+def _loadgen(port: int, pool: Path, env: dict[str, str], *extra: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--pool", str(pool),
+         "--seconds", "1", "--connections", "4", *extra],
+        env=os.environ | env, cwd=PROJECT, capture_output=True, text=True, timeout=60,
+        check=True,
+    )  # fmt: skip
+    summary: dict[str, object] = json.loads(done.stdout)
+    assert summary["requests"]
     assert summary["ok"] == summary["requests"]
     assert summary["non_2xx"] == {}
     assert summary["errors"] == {}
-    if app == "naive":
-        assert summary["stored"] + summary["duplicate"] == summary["ok"]
-        assert summary["stored"] > 0
+    return summary
+
+
+def test_the_load_generator_gets_only_2xx_from_a_baseline(tmp_path: Path) -> None:
+    """The naive baseline, sent the pool over and over (``--wrap``, as the bare one is): the
+    first round is stored, the next ones are duplicates."""
+    pool, port = tmp_path / "pool.pickle", free_port()
+    write_pool(pool, 20)
+    env = {"CLERK_WEBHOOK_SIGNING_SECRET": new_secret()}
+    command = baseline_command("naive", port, tmp_path / "naive.db")
+    with running(command, env=env, log=tmp_path / "server.log") as server:
+        wait_healthy(port, server)
+        summary = _loadgen(port, pool, env, "--events", "20", "--wrap")
+    assert summary["stored"] == 20
+    assert summary["duplicate"] == summary["ok"] - 20  # type: ignore[operator]
+
+
+def test_the_load_generator_samples_our_projections_lag(tmp_path: Path) -> None:
+    """Against ``clerk-audit serve``: only 2xx, lag samples, and a measured catch-up."""
+    pool, port, db_path = tmp_path / "pool.pickle", free_port(), tmp_path / "ours.db"
+    write_pool(pool, 200)
+    env = {"CLERK_WEBHOOK_SIGNING_SECRET": new_secret()}
+    with running(serve_command(port, db_path), env=env, log=tmp_path / "server.log"):
+        summary = _loadgen(
+            port, pool, env, "--events", "200", "--sample-ms", "50", "--catch-up-timeout", "20"
+        )
+    assert summary["stored"]
+    assert summary["lag_samples"]
+    assert summary["catch_up_s"] is not None
+    assert summary["final_projected"] == summary["final_position"] == summary["stored"]
+    usage = log_usage(db_path)
+    assert usage["events"] == summary["stored"]
+    assert usage["deliveries"] == summary["requests"]
+    remove_store(db_path)
+    assert not list(tmp_path.glob("ours*.db*"))
+
+
+def test_disk_figures_and_the_rebuild_profile_of_a_generated_log(tmp_path: Path) -> None:
+    log = ensure_log(tmp_path, 300)
+    usage = log_usage(log)
+    assert usage["events"] == 300
+    assert usage["body_bytes"] > 300 * 800
+    assert usage["events_table_bytes"] > usage["body_bytes"]
+    assert projections_usage(log) == {}
+    rebuild(log, default_projections_path(log), workers=0)
+    assert projections_usage(log)["file_bytes"] > 0
+    session, about = profile_rebuild(log, 300)
+    assert session.duration > 0
+    assert "300 events" in about

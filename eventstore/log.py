@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
+from eventstore.chain import GENESIS, link
+from eventstore.chain import Row as ChainRow
 from eventstore.envelope import Envelope, NotAnEvent, parse_document
-from eventstore.errors import EventConflict
+from eventstore.errors import EventConflict, StoreCorrupt
 from eventstore.records import DeliveryRecord, EventRecord
 
 EVENT_COLUMNS = (
@@ -25,8 +27,8 @@ DELIVERY_COLUMNS = (
     "user_agent", "body_sha256",
 )  # fmt: skip
 _INSERT_EVENT = (
-    f"INSERT INTO events (position, {', '.join(EVENT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * (1 + len(EVENT_COLUMNS)))})"
+    f"INSERT INTO events (position, {', '.join(EVENT_COLUMNS)}, chain) "
+    f"VALUES ({', '.join('?' * (2 + len(EVENT_COLUMNS)))})"
 )
 _INSERT_DELIVERY = (
     f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) "
@@ -79,7 +81,8 @@ def append_many(conn: sqlite3.Connection, records: Sequence[EventRecord]) -> lis
 
     A record whose ``event_id`` comes earlier in ``records`` counts as stored before. Positions
     follow the log's last one: the caller's ``BEGIN IMMEDIATE`` holds the only write lock, so
-    they are the ones SQLite would give.
+    they are the ones SQLite would give. Each new event gets its ``chain`` value from the one
+    before it (``eventstore.chain``).
     """
     wanted = list({record.event_id for record in records})
     found: dict[str, tuple[int, str]] = {
@@ -90,15 +93,17 @@ def append_many(conn: sqlite3.Connection, records: Sequence[EventRecord]) -> lis
             wanted,
         )
     }
-    position = log_position(conn)
+    position, previous = chain_head(conn)
     results: list[AppendResult] = []
     new_rows: list[tuple[object, ...]] = []
     for record in records:
         stored = found.get(record.event_id)
         if stored is None:
             position += 1
+            previous = link(previous, position, record.event_id, record.body_sha256)
             found[record.event_id] = (position, record.body_sha256)
-            new_rows.append((position, *(getattr(record, c) for c in EVENT_COLUMNS)))
+            values = (getattr(record, c) for c in EVENT_COLUMNS)
+            new_rows.append((position, *values, previous.hex()))
             results.append(("stored", position))
         elif stored[1] == record.body_sha256:
             results.append(("duplicate", stored[0]))
@@ -136,7 +141,34 @@ def record_delivery(conn: sqlite3.Connection, delivery: DeliveryRecord) -> None:
     record_deliveries(conn, (delivery,))
 
 
+def chain_head(conn: sqlite3.Connection) -> tuple[int, bytes]:
+    """The last event's position and chain value (0 and the genesis value for an empty log)."""
+    row = conn.execute("SELECT position, chain FROM events ORDER BY position DESC LIMIT 1")
+    last = row.fetchone()
+    if last is None:
+        return 0, GENESIS
+    if last[1] is None:  # written around the triggers: appending would extend a broken chain
+        raise StoreCorrupt(f"the log's last event (position {last[0]}) has no chain value; "
+                           "run `clerk-audit verify`", public="the store is damaged")  # fmt: skip
+    return int(last[0]), bytes.fromhex(last[1])
+
+
 def log_position(conn: sqlite3.Connection) -> int:
     """The position of the last stored event (0 for an empty log)."""
     (position,) = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
     return int(position)
+
+
+def chain_rows(conn: sqlite3.Connection, batch: int = 2_000) -> Iterator[ChainRow]:
+    """Every event as ``(position, event_id, body, body_sha256, chain)``, in position order."""
+    cursor = conn.execute(
+        "SELECT position, event_id, body, body_sha256, chain FROM events ORDER BY position"
+    )
+    while rows := cursor.fetchmany(batch):
+        yield from rows
+
+
+def chain_at(conn: sqlite3.Connection, position: int) -> str | None:
+    """The chain value at ``position`` (None if there is no such event)."""
+    row = conn.execute("SELECT chain FROM events WHERE position = ?", (position,)).fetchone()
+    return row[0] if row else None

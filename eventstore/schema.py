@@ -12,6 +12,8 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from eventstore.chain import GENESIS, links
+
 APPLICATION_ID = 0x434C4B41
 """``PRAGMA application_id`` of a clerk-audit store ("CLKA")."""
 
@@ -123,3 +125,35 @@ def m004_projections_leave_the_log(db: Database) -> None:
     ).fetchall()
     for kind, name in sorted(found, key=lambda row: row[0] != "view"):
         db.execute(f"DROP {kind.upper()} IF EXISTS [{name}]")
+
+
+def _chain_existing(db: Database) -> None:
+    """Compute ``chain`` for the events a log held before it had one (position order)."""
+    previous, batch = GENESIS, 10_000
+    rows = db.execute(
+        "SELECT position, event_id, body_sha256 FROM events ORDER BY position"
+    ).fetchall()
+    for start in range(0, len(rows), batch):
+        part = rows[start : start + batch]
+        values = links(previous, part)
+        db.conn.executemany(
+            "UPDATE events SET chain = ? WHERE position = ?",
+            [(value.hex(), row[0]) for value, row in zip(values, part, strict=True)],
+        )
+        previous = values[-1]
+
+
+@log_migrations()
+def m005_hash_chain(db: Database) -> None:
+    """Every event commits to the one before it (``eventstore.chain``). Events already stored
+    get their links now, in position order: the one time the append-only trigger steps aside,
+    inside this migration's transaction."""
+    db.execute("ALTER TABLE events ADD COLUMN chain TEXT")
+    db.execute("DROP TRIGGER events_no_update")
+    _chain_existing(db)
+    db.execute(_append_only("events")[0])
+    db.execute(
+        """CREATE TRIGGER events_chained BEFORE INSERT ON events
+        WHEN NEW.chain IS NULL OR length(NEW.chain) != 64
+        BEGIN SELECT RAISE(ABORT, 'events: every event needs its chain value'); END"""
+    )

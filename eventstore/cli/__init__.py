@@ -20,6 +20,8 @@ COMMANDS = {
     "send": "eventstore.cli.send",
     "datasette": "eventstore.cli.datasette",
     "stats": "eventstore.cli.stats",
+    "verify": "eventstore.cli.verify",
+    "checkpoint": "eventstore.cli.checkpoint",
 }
 
 

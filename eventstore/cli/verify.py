@@ -1,0 +1,92 @@
+"""``clerk-audit verify``: recompute the log's hash chain, and prove it extends a checkpoint."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import closing, nullcontext
+from pathlib import Path
+
+import click
+
+from eventstore.chain import ChainReport, verify_rows
+from eventstore.checkpoints import (
+    SIGNING_KEY_ENV,
+    Checkpoint,
+    check_signature,
+    load_public_key,
+    read_checkpoint,
+)
+from eventstore.cli.options import db_option
+from eventstore.db import open_reader
+from eventstore.log import chain_at, chain_rows, log_position
+
+
+def _fail(message: str) -> None:
+    click.echo(f"clerk-audit: {message}", err=True)
+    sys.exit(1)
+
+
+def _verify(db_path: Path) -> ChainReport:
+    with closing(open_reader(db_path)) as conn:
+        conn.execute("BEGIN")  # one snapshot: what is appended meanwhile is not half-read
+        total = log_position(conn)
+        bar = (
+            click.progressbar(length=total, label="events", file=sys.stderr)
+            if sys.stderr.isatty()
+            else nullcontext(None)
+        )
+        with bar as shown:
+            return verify_rows(chain_rows(conn), progress=shown.update if shown else None)
+
+
+def _against(db_path: Path, checkpoint: Checkpoint, report: ChainReport) -> str:
+    """Fail unless the verified log reaches the checkpoint's position with its chain value."""
+    if report.position < checkpoint.position:
+        _fail(f"the log ends at position {report.position}, before the checkpoint's "
+              f"{checkpoint.position}: it was truncated or rewritten")  # fmt: skip
+    with closing(open_reader(db_path)) as conn:
+        found = chain_at(conn, checkpoint.position)
+    if found != checkpoint.chain:
+        _fail(f"position {checkpoint.position} does not have the checkpoint's chain value: "
+              "the log was rewritten since the checkpoint")  # fmt: skip
+    return f"extends the checkpoint at position {checkpoint.position} ({checkpoint.time})"
+
+
+@click.command("verify")
+@db_option
+@click.option(
+    "--against",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A checkpoint (from `clerk-audit checkpoint`) the log must still extend.",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=f"The key a signed checkpoint must be signed with (default: that of {SIGNING_KEY_ENV}).",
+)
+def command(db_path: Path, against: Path | None, public_key: Path | None) -> None:
+    """Recompute the log's hash chain; exit 1 naming the first position that breaks it.
+
+    Every body must match its body_sha256 and every chain value must follow from the one
+    before. With --against, the log must also still extend a saved checkpoint, which catches a
+    truncated or rewritten log.
+
+    \b
+    Example:
+        clerk-audit verify --db data/audit.db
+        clerk-audit verify --against checkpoints/checkpoint-000000100000.json
+    """
+    checkpoint, signed = None, ""
+    if against is not None:
+        checkpoint = read_checkpoint(against)
+        key_file = public_key or (Path(os.environ[SIGNING_KEY_ENV])
+                                  if os.environ.get(SIGNING_KEY_ENV) else None)  # fmt: skip
+        signed = check_signature(checkpoint, load_public_key(key_file) if key_file else None)
+    report = _verify(db_path)
+    if report.broken is not None:
+        _fail(f"chain broken at position {report.broken.position}: {report.broken.problem}")
+    click.echo(f"verified {report.events} events: the chain is intact up to position "
+               f"{report.position}, head {report.head}")  # fmt: skip
+    if checkpoint is not None:
+        click.echo(f"{_against(db_path, checkpoint, report)}; {signed}")

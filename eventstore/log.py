@@ -172,3 +172,20 @@ def chain_at(conn: sqlite3.Connection, position: int) -> str | None:
     """The chain value at ``position`` (None if there is no such event)."""
     row = conn.execute("SELECT chain FROM events WHERE position = ?", (position,)).fetchone()
     return row[0] if row else None
+
+
+def record_check(
+    conn: sqlite3.Connection,
+    kind: Literal["verify", "checkpoint"],
+    at: str,
+    position: int,
+    chain: str | None,
+    ok: bool,
+    detail: str | None = None,
+) -> None:
+    """Add one ``integrity_checks`` row (inside the caller's transaction)."""
+    conn.execute(
+        "INSERT INTO integrity_checks (kind, checked_at, position, chain, ok, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (kind, at, position, chain, int(ok), detail),
+    )

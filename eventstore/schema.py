@@ -157,3 +157,24 @@ def m005_hash_chain(db: Database) -> None:
         WHEN NEW.chain IS NULL OR length(NEW.chain) != 64
         BEGIN SELECT RAISE(ABORT, 'events: every event needs its chain value'); END"""
     )
+
+
+INTEGRITY_CHECKS = """
+CREATE TABLE integrity_checks (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('verify', 'checkpoint')),
+    checked_at TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    chain TEXT,
+    ok INTEGER NOT NULL CHECK (ok IN (0, 1)),
+    detail TEXT
+)"""
+
+
+@log_migrations()
+def m007_integrity_checks(db: Database) -> None:
+    """What ``verify`` found and which checkpoints were taken, when (append-only), for the
+    auditor's page that shows the chain head, the last checkpoint and the last verify."""
+    db.execute(INTEGRITY_CHECKS)
+    for statement in _append_only("integrity_checks"):
+        db.execute(statement)

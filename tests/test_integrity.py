@@ -207,3 +207,18 @@ def test_a_log_from_before_the_chain_is_chained_when_opened(db_path: Path) -> No
     assert _verify(db_path).returncode == 0
     _log(db_path, 2, first=10)
     assert _verify(db_path).returncode == 0
+
+
+def test_checkpoints_and_verifies_are_recorded_for_the_auditor(
+    db_path: Path, tmp_path: Path
+) -> None:
+    _log(db_path)
+    _cli("checkpoint", "--db", str(db_path), "--out", str(tmp_path / "cp.json"))
+    assert _verify(db_path).returncode == 0
+    _edit(db_path, "UPDATE events SET body = CAST('{}' AS BLOB) WHERE position = 9")
+    assert _verify(db_path).returncode == 1
+    with closing(sqlite3.connect(db_path)) as conn:
+        rows = conn.execute(
+            "SELECT kind, position, ok, chain IS NOT NULL FROM integrity_checks ORDER BY id"
+        ).fetchall()
+    assert rows == [("checkpoint", EVENTS, 1, 1), ("verify", EVENTS, 1, 1), ("verify", 9, 0, 0)]

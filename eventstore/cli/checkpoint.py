@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 from contextlib import closing
 from pathlib import Path
+from typing import Any, Literal
 
 import click
 
 from eventstore.checkpoints import SIGNING_KEY_ENV, Checkpoint, load_private_key, new_key, sign
 from eventstore.cli.options import db_option
-from eventstore.db import open_reader
-from eventstore.errors import ConfigurationError
-from eventstore.log import chain_head
+from eventstore.db import open_reader, open_store, transaction
+from eventstore.errors import ConfigurationError, StoreError
+from eventstore.log import chain_head, record_check
 from eventstore.timefmt import now_iso
 
 
@@ -22,6 +23,16 @@ def take_checkpoint(db_path: Path, key_file: Path | None) -> Checkpoint:
         position, head = chain_head(conn)
     checkpoint = Checkpoint(position, head.hex(), now_iso())
     return sign(checkpoint, load_private_key(key_file)) if key_file else checkpoint
+
+
+def record(db_path: Path, kind: Literal["verify", "checkpoint"], *fields: Any) -> None:
+    """Note a verify or a checkpoint in the log's ``integrity_checks`` (for the auditor's
+    page); a log that cannot be written now is left alone, and said so."""
+    try:
+        with closing(open_store(db_path)) as conn, transaction(conn, db_path):
+            record_check(conn, kind, now_iso(), *fields)
+    except StoreError as error:
+        click.echo(f"clerk-audit: not recorded in integrity_checks: {error.public}", err=True)
 
 
 def configured_key() -> Path | None:
@@ -58,8 +69,10 @@ def command(db_path: Path, out: Path | None, key_to_create: Path | None) -> None
         click.echo(f"created {key_to_create} (keep it secret) and {key_to_create}.pub")
         click.echo(f"public key {public}")
         return
-    text = take_checkpoint(db_path, configured_key()).as_json()
+    checkpoint = take_checkpoint(db_path, configured_key())
     if out is None:
-        click.echo(text, nl=False)
+        click.echo(checkpoint.as_json(), nl=False)
     else:
-        out.write_text(text)
+        out.write_text(checkpoint.as_json())
+    signed = "signed" if checkpoint.signature else "unsigned"
+    record(db_path, "checkpoint", checkpoint.position, checkpoint.chain, True, signed)

@@ -6,6 +6,7 @@ import os
 import sys
 from contextlib import closing, nullcontext
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -17,12 +18,15 @@ from eventstore.checkpoints import (
     load_public_key,
     read_checkpoint,
 )
+from eventstore.cli.checkpoint import record
 from eventstore.cli.options import db_option
 from eventstore.db import open_reader
 from eventstore.log import chain_at, chain_rows, log_position
 
 
-def _fail(message: str) -> None:
+def _fail(db_path: Path, position: int, message: str) -> NoReturn:
+    """Record the failed verify, say what failed and exit 1."""
+    record(db_path, "verify", position, None, False, message)
     click.echo(f"clerk-audit: {message}", err=True)
     sys.exit(1)
 
@@ -43,13 +47,13 @@ def _verify(db_path: Path) -> ChainReport:
 def _against(db_path: Path, checkpoint: Checkpoint, report: ChainReport) -> str:
     """Fail unless the verified log reaches the checkpoint's position with its chain value."""
     if report.position < checkpoint.position:
-        _fail(f"the log ends at position {report.position}, before the checkpoint's "
-              f"{checkpoint.position}: it was truncated or rewritten")  # fmt: skip
+        _fail(db_path, report.position, f"the log ends at position {report.position}, before "
+              f"the checkpoint's {checkpoint.position}: it was truncated or rewritten")  # fmt: skip
     with closing(open_reader(db_path)) as conn:
         found = chain_at(conn, checkpoint.position)
     if found != checkpoint.chain:
-        _fail(f"position {checkpoint.position} does not have the checkpoint's chain value: "
-              "the log was rewritten since the checkpoint")  # fmt: skip
+        _fail(db_path, checkpoint.position, f"position {checkpoint.position} does not have the "
+              "checkpoint's chain value: the log was rewritten since the checkpoint")  # fmt: skip
     return f"extends the checkpoint at position {checkpoint.position} ({checkpoint.time})"
 
 
@@ -85,8 +89,12 @@ def command(db_path: Path, against: Path | None, public_key: Path | None) -> Non
         signed = check_signature(checkpoint, load_public_key(key_file) if key_file else None)
     report = _verify(db_path)
     if report.broken is not None:
-        _fail(f"chain broken at position {report.broken.position}: {report.broken.problem}")
+        broken = report.broken
+        _fail(db_path, broken.position,
+              f"chain broken at position {broken.position}: {broken.problem}")  # fmt: skip
+    extends = f"{_against(db_path, checkpoint, report)}; {signed}" if checkpoint else None
+    record(db_path, "verify", report.position, report.head, True, extends)
     click.echo(f"verified {report.events} events: the chain is intact up to position "
                f"{report.position}, head {report.head}")  # fmt: skip
-    if checkpoint is not None:
-        click.echo(f"{_against(db_path, checkpoint, report)}; {signed}")
+    if extends is not None:
+        click.echo(extends)

@@ -14,15 +14,19 @@ from __future__ import annotations
 import base64
 import json
 import os
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from eventstore.errors import ConfigurationError
+from eventstore.db import open_store, transaction
+from eventstore.errors import ConfigurationError, StoreError
+from eventstore.log import record_check
+from eventstore.timefmt import now_iso
 
 SIGNING_KEY_ENV = "CLERK_AUDIT_SIGNING_KEY"
 
@@ -150,3 +154,14 @@ def check_signature(checkpoint: Checkpoint, trusted: Ed25519PublicKey | None) ->
     if trusted is None:
         return "signature valid for the key the checkpoint carries (not a pinned key)"
     return "signature valid for the trusted key"
+
+
+def note_check(db_path: Path, kind: Literal["verify", "checkpoint"], *fields: Any) -> str | None:
+    """Add a row to the log's ``integrity_checks`` (for the auditor's page); returns why it
+    could not be written, or None."""
+    try:
+        with closing(open_store(db_path)) as conn, transaction(conn, db_path):
+            record_check(conn, kind, now_iso(), *fields)
+    except StoreError as error:
+        return error.public
+    return None

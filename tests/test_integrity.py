@@ -18,6 +18,7 @@ import pytest
 from sqlite_utils import Database
 
 from eventstore.chain import GENESIS, links
+from eventstore.checkpointer import Checkpointer, CheckpointPolicy
 from eventstore.db import open_store, transaction
 from eventstore.schema import APPLICATION_ID, log_migrations
 from eventstore.writer import AppendJob, append_jobs
@@ -222,3 +223,21 @@ def test_checkpoints_and_verifies_are_recorded_for_the_auditor(
             "SELECT kind, position, ok, chain IS NOT NULL FROM integrity_checks ORDER BY id"
         ).fetchall()
     assert rows == [("checkpoint", EVENTS, 1, 1), ("verify", EVENTS, 1, 1), ("verify", 9, 0, 0)]
+
+
+def test_the_server_side_checkpointer_writes_when_the_log_grew_enough(
+    db_path: Path, tmp_path: Path
+) -> None:
+    _log(db_path, 3)
+    key, _ = _signing_env(tmp_path / "key")
+    policy = CheckpointPolicy(tmp_path / "checkpoints", every_events=5, key_file=key)
+    writer = Checkpointer(db_path, policy)
+    policy.folder.mkdir()
+    assert writer.maybe_write() is None, "3 events are fewer than 5"
+    _log(db_path, 2, first=4)
+    written = writer.maybe_write()
+    assert written is not None and written.name == "checkpoint-000000000005.json"
+    assert writer.maybe_write() is None, "nothing new since"
+    done = _cli("verify", "--db", str(db_path), "--against", str(written), "--public-key",
+                f"{key}.pub")  # fmt: skip
+    assert done.returncode == 0 and "trusted key" in done.stdout, done.stderr

@@ -9,11 +9,18 @@ from typing import Any, Literal
 
 import click
 
-from eventstore.checkpoints import SIGNING_KEY_ENV, Checkpoint, load_private_key, new_key, sign
+from eventstore.checkpoints import (
+    SIGNING_KEY_ENV,
+    Checkpoint,
+    load_private_key,
+    new_key,
+    note_check,
+    sign,
+)
 from eventstore.cli.options import db_option
-from eventstore.db import open_reader, open_store, transaction
-from eventstore.errors import ConfigurationError, StoreError
-from eventstore.log import chain_head, record_check
+from eventstore.db import open_reader
+from eventstore.errors import ConfigurationError
+from eventstore.log import chain_head
 from eventstore.timefmt import now_iso
 
 
@@ -26,13 +33,10 @@ def take_checkpoint(db_path: Path, key_file: Path | None) -> Checkpoint:
 
 
 def record(db_path: Path, kind: Literal["verify", "checkpoint"], *fields: Any) -> None:
-    """Note a verify or a checkpoint in the log's ``integrity_checks`` (for the auditor's
-    page); a log that cannot be written now is left alone, and said so."""
-    try:
-        with closing(open_store(db_path)) as conn, transaction(conn, db_path):
-            record_check(conn, kind, now_iso(), *fields)
-    except StoreError as error:
-        click.echo(f"clerk-audit: not recorded in integrity_checks: {error.public}", err=True)
+    """:func:`note_check`, saying so when the log could not be written."""
+    problem = note_check(db_path, kind, *fields)
+    if problem is not None:
+        click.echo(f"clerk-audit: not recorded in integrity_checks: {problem}", err=True)
 
 
 def configured_key() -> Path | None:

@@ -117,9 +117,9 @@ def open_store(
         raise ConfigurationError(f"no store at {path} (start the server once to create it)")
     conn = connect(path, synchronous=synchronous)
     try:
-        _check_application(conn, path)
-        if _is_empty(conn):
+        if _is_empty(conn):  # before anything writes the first page, which fixes the size
             conn.execute(f"PRAGMA page_size = {LOG_PAGE_SIZE}")
+        _check_application(conn, path)
         conn.execute("PRAGMA journal_mode = WAL")
         log_migrations.apply(Database(conn))
     except sqlite3.Error as error:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eventstore.db import open_store, transaction
+from eventstore.db import LOG_PAGE_SIZE, open_store, transaction
 from eventstore.errors import ConfigurationError, EventConflict, StoreCorrupt
 from eventstore.log import append, append_many, event_record
 from eventstore.samples import sample_body
@@ -120,3 +120,17 @@ def test_one_batch_stores_an_event_once_and_tells_duplicates_and_conflicts(
     assert results[4] == ("stored", 3)
     rows = store.execute("SELECT position, event_id, body FROM events ORDER BY position")
     assert rows.fetchall() == [(1, "msg_0", created), (2, "msg_1", created), (3, "msg_2", updated)]
+
+
+def test_a_new_log_has_large_pages_and_an_old_one_keeps_its_own(db_path: Path) -> None:
+    """Bodies of 2-3 KB fill 16 KiB pages well (4 KiB ones were mostly empty); a log made
+    with other pages keeps them (changing it would rewrite the whole file)."""
+    open_store(db_path, create=True).close()
+    assert sqlite3.connect(db_path).execute("PRAGMA page_size").fetchone() == (LOG_PAGE_SIZE,)
+    old = db_path.with_name("old.db")
+    plain = sqlite3.connect(old)
+    plain.execute("PRAGMA page_size = 4096")
+    plain.execute("VACUUM")
+    plain.close()
+    open_store(old, create=True).close()
+    assert sqlite3.connect(old).execute("PRAGMA page_size").fetchone() == (4096,)

@@ -127,10 +127,15 @@ def _projected_upto(log_path: Path) -> int | None:
         return checkpoint_of(conn)
 
 
-def _ensure_projections(log_path: Path, events: int, timeout: float, section: Section) -> None:
+def _ensure_projections(
+    log_path: Path, events: int, timeout: float, may_rebuild: bool, section: Section
+) -> None:
     """Rebuild the log's projections if the rebuild section has not left them complete (within
     the rebuild's time limit; a note says so if it does not finish)."""
     if _projected_upto(log_path) == events:
+        return
+    if not may_rebuild:
+        section.notes.append("the projections could not be measured: the rebuild failed")
         return
     print("  disk: building the projections (clerk-audit rebuild)", file=sys.stderr)
     # Under bench.measure, which stops the rebuild's worker processes too at the time limit.
@@ -148,7 +153,9 @@ def run_disk(profile: Profile, work: Path) -> Section:
     log_path = ensure_log(work, profile.log_events)
     log = cached_log_usage(log_path)
     events, body = log["events"], log["body_bytes"]
-    _ensure_projections(log_path, events, profile.rebuild_timeout_s, section)
+    _ensure_projections(
+        log_path, events, profile.rebuild_timeout_s, profile.disk_may_rebuild, section
+    )
     complete = _projected_upto(log_path) == events
     projections = projections_usage(log_path) if complete else {}
 

@@ -29,6 +29,9 @@ class Profile:
     rebuild_budget_s: float = 300.0
     """No new rebuild round starts once the section has run this long and the next round
     would end past it (at least one round always runs)."""
+    disk_may_rebuild: bool = True
+    """Whether the disk section may run a rebuild when the projections it measures are missing
+    (not after the rebuild section's rebuild failed in the same invocation)."""
     profile_misses: bool = True
     """Whether to save pyinstrument profiles for the targets that fail."""
     profile_events: int = 100_000

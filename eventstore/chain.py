@@ -16,12 +16,12 @@ agents) is what a redaction must be free to erase.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 GENESIS = bytes(32)
 """The link before position 1."""
-PROGRESS_EVERY = 10_000
 
 
 def link(previous: bytes, position: int, event_id: str, body_sha256: str) -> bytes:
@@ -68,34 +68,64 @@ Row = tuple[int, str, bytes, str, str | None]
 """``(position, event_id, body, body_sha256, chain)``."""
 
 
-def _problem(row: Row, expected: int, previous: bytes, redacted: frozenset[int]) -> str | None:
-    position, event_id, body, body_sha256, chain = row
-    if position != expected:
-        return f"expected position {expected} here, found {position}: events are missing"
-    if chain is None:
-        return "the event has no chain value"
-    if position not in redacted and hashlib.sha256(body).hexdigest() != body_sha256:
-        return "the body does not match its body_sha256"
-    if link(previous, position, event_id, body_sha256).hex() != chain:
-        return "the chain value does not follow from the event before it"
+def _bodies_differ(rows: Sequence[Row], redacted: frozenset[int]) -> list[bool]:
+    """Per row, whether its body does not match its ``body_sha256`` (hashlib hashes without
+    the GIL, so this runs in a thread beside the chain's own work)."""
+    sha256 = hashlib.sha256
+    return [row[0] not in redacted and sha256(row[2]).hexdigest() != row[3] for row in rows]
+
+
+def _chain_problem(rows: Sequence[Row], previous: bytes, expected: int) -> tuple[int, str] | None:
+    """The index and kind of the first row of ``rows`` whose position or chain value is wrong
+    (bodies aside), given the chain value before them."""
+    for index, (position, event_id, _, body_sha256, chain) in enumerate(rows):
+        if position != expected + index:
+            return (
+                index,
+                f"expected position {expected + index} here, found {position}: events are missing",
+            )
+        if chain is None:
+            return index, "the event has no chain value"
+        value = bytes.fromhex(chain)
+        if link(previous, position, event_id, body_sha256) != value:
+            return index, "the chain value does not follow from the event before it"
+        previous = value
     return None
 
 
+def _first_break(
+    rows: Sequence[Row], differ: list[bool], chain: tuple[int, str] | None
+) -> tuple[int, str] | None:
+    body = next((i for i, wrong in enumerate(differ) if wrong), None)
+    if body is not None and (chain is None or body < chain[0]):
+        return body, "the body does not match its body_sha256"
+    return chain
+
+
 def verify_rows(
-    rows: Iterable[Row],
+    batches: Iterable[Sequence[Row]],
     redacted: frozenset[int] = frozenset(),
     progress: Callable[[int], None] | None = None,
 ) -> ChainReport:
-    """Recompute the chain over ``rows`` (the whole log in position order), stopping at the
-    first break. ``redacted``: positions whose bodies a recorded redaction replaced (their
-    digests are the originals', by design)."""
+    """Recompute the chain over the whole log, read as ``batches`` of rows in position order,
+    stopping at the first break. ``redacted``: positions whose bodies a recorded redaction
+    replaced (their digests are the originals', by design). A batch's bodies are hashed in a
+    thread (hashlib lets go of the GIL) while its chain is recomputed here and the next batch
+    is read."""
     previous, verified, count = GENESIS, 0, 0
-    for row in rows:
-        count += 1
-        problem = _problem(row, verified + 1, previous, redacted)
-        if problem is not None:
-            return ChainReport(count, verified, previous.hex(), Break(verified + 1, problem))
-        previous, verified = bytes.fromhex(row[4] or ""), row[0]
-        if progress is not None and count % PROGRESS_EVERY == 0:
-            progress(PROGRESS_EVERY)
+    with ThreadPoolExecutor(1, thread_name_prefix="clerk-audit-verify") as pool:
+        for rows in batches:
+            hashed = pool.submit(_bodies_differ, rows, redacted)
+            chained = _chain_problem(rows, previous, verified + 1)  # while the bodies hash
+            broken = _first_break(rows, hashed.result(), chained)
+            if broken is not None:
+                index, problem = broken
+                before = bytes.fromhex(rows[index - 1][4] or "") if index else previous
+                return ChainReport(count + index + 1, verified + index, before.hex(),
+                                   Break(verified + index + 1, problem))  # fmt: skip
+            count += len(rows)
+            verified += len(rows)
+            previous = bytes.fromhex(rows[-1][4] or "")
+            if progress is not None:
+                progress(len(rows))
     return ChainReport(count, verified, previous.hex(), None)

@@ -36,6 +36,11 @@ _INSERT_DELIVERY = (
 )
 
 
+RESERVED_PREFIX = "clerk-audit."
+"""Event types only the store itself writes (``eventstore.redaction``)."""
+RESERVED_REASON = "type clerk-audit.* is reserved for the store's own records"
+
+
 def sha256_hex(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
@@ -43,7 +48,8 @@ def sha256_hex(body: bytes) -> str:
 def event_record(
     *, event_id: str, svix_timestamp: int, received_at: str, body: bytes
 ) -> EventRecord:
-    """The log record for a verified body: parsed, or quarantined if it is not an event."""
+    """The log record for a verified body: parsed, or quarantined if it is not an event or
+    claims a type reserved for the store's own records (:data:`RESERVED_PREFIX`)."""
     digest = sha256_hex(body)
     try:
         document = parse_document(body)
@@ -53,6 +59,11 @@ def event_record(
             "quarantined", str(reason),
         )  # fmt: skip
     envelope = Envelope.model_validate(document)
+    if envelope.type.startswith(RESERVED_PREFIX):
+        return EventRecord(
+            event_id, None, None, None, None, None, received_at, svix_timestamp, body, digest,
+            "quarantined", RESERVED_REASON,
+        )  # fmt: skip
     return EventRecord(
         event_id=event_id,
         event_type=envelope.type,
@@ -159,13 +170,14 @@ def log_position(conn: sqlite3.Connection) -> int:
     return int(position)
 
 
-def chain_rows(conn: sqlite3.Connection, batch: int = 2_000) -> Iterator[ChainRow]:
-    """Every event as ``(position, event_id, body, body_sha256, chain)``, in position order."""
+def chain_rows(conn: sqlite3.Connection, batch: int = 2_000) -> Iterator[list[ChainRow]]:
+    """Every event as ``(position, event_id, body, body_sha256, chain)``, in position order,
+    ``batch`` at a time."""
     cursor = conn.execute(
         "SELECT position, event_id, body, body_sha256, chain FROM events ORDER BY position"
     )
     while rows := cursor.fetchmany(batch):
-        yield from rows
+        yield rows
 
 
 def chain_at(conn: sqlite3.Connection, position: int) -> str | None:

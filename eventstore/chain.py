@@ -97,7 +97,7 @@ def _first_break(
     rows: Sequence[Row], differ: list[bool], chain: tuple[int, str] | None
 ) -> tuple[int, str] | None:
     body = next((i for i, wrong in enumerate(differ) if wrong), None)
-    if body is not None and (chain is None or body < chain[0]):
+    if body is not None and (chain is None or body <= chain[0]):
         return body, "the body does not match its body_sha256"
     return chain
 

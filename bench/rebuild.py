@@ -35,15 +35,14 @@ def measure(command: list[str], timeout: float) -> Measured:
 
 
 def remove_stopped_generations(log: Path) -> None:
-    """Delete the projections generations of ``log`` that its link does not lead to: a
-    rebuild stopped at the time limit leaves the file it was building (the next rebuild
-    builds the generation after it and never deletes it)."""
+    """Delete the projections generations of ``log`` that its link does not lead to, with their
+    side and part files: a rebuild stopped at the time limit leaves what it was building (the
+    next rebuild builds the generation after it and never deletes it)."""
     link = default_projections_path(log)
-    current = link.resolve() if link.exists() else None
-    for file in log.parent.glob(f"{link.stem}.g*{link.suffix}"):
-        if file.resolve() != current:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                Path(f"{file}{suffix}").unlink(missing_ok=True)
+    current = link.resolve().name if link.exists() else None
+    for file in log.parent.glob(f"{link.stem}.g*"):
+        if current is None or not file.name.startswith(current):
+            file.unlink(missing_ok=True)
 
 
 def _rebuild(log: Path, profile: Profile) -> Measured:

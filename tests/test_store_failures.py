@@ -3,14 +3,14 @@ line at start-up, 503 with Retry-After while running, and nothing already stored
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
-import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from tests.support.server import SECRET_ENV, Server, running_server, serve_comma
 from tests.support.signing import new_event_id, new_secret
 from tests.support.startup import Run, error_line, run_all
 from tests.support.store import deliveries_by_agent, events_by_id, query
+from tests.test_crashes import assert_converged, assert_gone, gone, projector_pid, wait_caught_up
 
 SECRET = new_secret()
 NO_FILE_PRIVILEGES = "-dac_override,-dac_read_search,-fowner"
@@ -38,8 +39,28 @@ def written_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with running_server(path, SECRET) as server, httpx.Client(timeout=30) as client:
         for _ in range(2):
             assert server.post(new_event_id(), user_created(), client=client).status_code == 200
-    assert sorted(p.name for p in path.parent.iterdir()) == ["audit.db"]
+        wait_caught_up(server, client)
+    with closing(sqlite3.connect(path)) as conn:  # see the xfail test below
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert not Path(f"{path}-wal").exists()
     return path
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="serve closes the writer's connection while the projector still reads the log, so "
+    "nothing checkpoints it: a stopped server leaves every event in audit.db-wal",
+)
+def test_a_cleanly_stopped_server_leaves_the_whole_log_in_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with running_server(path, SECRET) as server, httpx.Client(timeout=30) as client:
+        for _ in range(2):
+            assert server.post(new_event_id(), user_created(), client=client).status_code == 200
+        wait_caught_up(server, client)
+    copy = tmp_path / "copy.db"  # a backup that copies the file alone, as the README says
+    copy.write_bytes(path.read_bytes())
+    assert query(copy, "SELECT count(*) AS n FROM events") == [{"n": 2}]
+    assert not Path(f"{path}-wal").exists()
 
 
 def _unprivileged() -> list[str] | None:
@@ -188,8 +209,8 @@ def test_a_store_locked_past_the_busy_timeout_gives_503_then_the_retry_is_stored
         assert "locked" in unavailable["reason"]
         refused = deliveries_by_agent(server.db_path, refused_agent)
         assert [row["outcome"] for row in refused] == ["rejected"]
-        health = client.get(f"{server.url}/healthz")
-        assert health.json() == {"status": "ok", "position": retried.json()["position"]}
+        health = client.get(f"{server.url}/healthz").json()
+        assert (health["status"], health["position"]) == ("ok", retried.json()["position"])
 
 
 def _assert_503s(server: Server, client: httpx.Client) -> None:
@@ -245,55 +266,67 @@ def test_an_answered_event_survives_sigkill_and_the_file_opens(
         conn.close()
 
 
-# --- the writer process -----------------------------------------------------------------------
+# --- the projector process --------------------------------------------------------------------
 
 
-def _writer_pid(server: Server) -> int:
-    """The server's writer process (its child started by multiprocessing's ``spawn``)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == server.process.pid and b"spawn_main" in command:
-            return int(entry.name)
-    raise AssertionError("the server has no writer process")
-
-
-def _gone(pid: int, within: float = 30.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state == "Z":  # exited, waiting for its parent (gone too) to be reaped
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def test_a_dead_writer_process_gives_503_and_says_so(tmp_path: Path, client: httpx.Client) -> None:
+def test_a_sigkilled_projector_is_restarted_by_the_server_and_catches_up(
+    tmp_path: Path, client: httpx.Client
+) -> None:
     path = tmp_path / "audit.db"
     with running_server(path, SECRET) as server:
-        stored = server.post(new_event_id(), user_created(), client=client)
-        assert stored.status_code == 200
-        os.kill(_writer_pid(server), signal.SIGKILL)
-        lost_id = new_event_id()
-        error = _assert_unavailable(server.post(lost_id, user_created(), client=client))
-        assert "writer process stopped" in error
-        _assert_unavailable(client.get(f"{server.url}/healthz"))
-        server.wait_for_log("the writer process stopped")
-    assert events_by_id(path, stored.json()["event_id"])
-    assert not events_by_id(path, lost_id)
+        for _ in range(3):
+            assert server.post(new_event_id(), user_created(), client=client).status_code == 200
+        assert wait_caught_up(server, client) == 3
+        killed = projector_pid(server)
+        os.kill(killed, signal.SIGKILL)
+        for _ in range(3):  # ingest never waits for the projector
+            assert server.post(new_event_id(), user_created(), client=client).status_code == 200
+        restarted = projector_pid(server, other_than=killed)
+        assert gone(killed)
+        assert wait_caught_up(server, client) == 6
+        server.wait_for_log("the projector exited")
+        assert projector_pid(server) == restarted
+    assert_converged(path, 6)
 
 
-def test_the_writer_process_ends_with_the_server_however_it_ends(tmp_path: Path) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with running_server(tmp_path / f"audit-{sig}.db", SECRET) as server:
-            writer = _writer_pid(server)
-            server.stop(sig)
-            assert _gone(writer), f"the writer process outlived a server stopped by {sig!r}"
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_the_projector_ends_with_the_server_however_it_ends(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    with running_server(tmp_path / "audit.db", SECRET) as server:
+        projector = projector_pid(server)
+        server.process.send_signal(sig)  # not server.stop(): it waits for the output's end
+        server.process.wait(timeout=30)
+        assert_gone(projector, f"the projector outlived a server stopped by {sig.name}")
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@contextmanager
+def adopting_orphans() -> Iterator[None]:
+    """Make this process the one that orphaned descendants are reparented to (instead of
+    init), so a test can tell whether a process was reaped by its parent or left behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        pytest.skip(f"prctl(PR_SET_CHILD_SUBREAPER) failed: {os.strerror(ctypes.get_errno())}")
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="uvicorn re-raises the SIGTERM it captured once server.run() returns, so serve dies "
+    "before ProjectorProcess.__exit__ stops the projector; it is left to notice by --parent",
+)
+def test_a_server_stopped_by_sigterm_stops_its_projector_before_it_exits(tmp_path: Path) -> None:
+    with adopting_orphans(), running_server(tmp_path / "audit.db", SECRET) as server:
+        projector = projector_pid(server)
+        server.stop(signal.SIGTERM)
+        try:
+            os.waitpid(projector, 0)  # only possible if it was left behind, to us
+        except ChildProcessError:
+            return  # the server stopped it and reaped it
+        raise AssertionError("the server exited without stopping its projector")

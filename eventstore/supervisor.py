@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -22,6 +23,8 @@ log = logging.getLogger("clerk_audit.supervisor")
 
 RESTART_S = (0.2, 1.0, 5.0)
 """Pauses before restarting a projector that exited, by how many times in a row it did."""
+STEADY_S = 60.0
+"""A projector that ran this long before it exited starts the count of failures again."""
 STOP_TIMEOUT_S = 10.0
 
 
@@ -65,9 +68,12 @@ class ProjectorProcess:
                     return
                 self._process = subprocess.Popen(self._command, stdin=subprocess.DEVNULL)
                 self.starts += 1
+            started = time.monotonic()
             code = self._process.wait()
             if self._stopping.is_set():
                 return
+            if time.monotonic() - started >= STEADY_S:
+                failures = 0
             pause = RESTART_S[min(failures, len(RESTART_S) - 1)]
             failures += 1
             log.error("the projector exited (code %s); restarting it in %.1f s", code, pause)

@@ -202,11 +202,15 @@ class GroupCommitWriter:
         *,
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         settle: Settle | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         """:param settle: how a group's outcomes reach their requests (default: the futures
-        :meth:`submit` made, resolved on their event loops)."""
+        :meth:`submit` made, resolved on their event loops).
+        :param on_commit: called in the writer thread after each group that committed (the
+            feed's long polls wake on it, ``eventstore.feed``); it must be quick."""
         self._path = path
         self._settle: Settle = settle or _settle
+        self._on_commit = on_commit
         self._conn = connect(
             path,
             busy_timeout_ms=busy_timeout_ms,
@@ -234,9 +238,19 @@ class GroupCommitWriter:
         self._queue.put(Pending(job, handle))
 
     def close(self) -> None:
-        """Finish the jobs already submitted, then stop the thread and close the connection."""
+        """Finish the jobs already submitted, then stop the thread, fold the write-ahead log
+        into the file and close the connection.
+
+        SQLite folds it in by itself only when the last connection closes, and the projector's
+        read-only one may still be open: without this, a stopped server could leave every
+        event in ``audit.db-wal``, and a copy of ``audit.db`` alone would hold none of them.
+        """
         self._queue.put(None)
         self._thread.join()
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as error:
+            log.warning("the log's write-ahead log was not folded into the file: %s", error)
         self._conn.close()
 
     def _run(self) -> None:
@@ -258,12 +272,14 @@ class GroupCommitWriter:
             self._commit(group)
 
     def _commit(self, group: list[Pending[Any]]) -> None:
+        committed = False
         try:
             self._check_identity()
             with transaction(self._conn, self._path):
                 self._write_held()
                 self._run_group(group)
             self._held.clear()
+            committed = True
         except StoreError as error:
             self._fail(group, _as_unavailable(error))
         except Exception:  # a bug must not leave requests waiting for ever
@@ -271,6 +287,8 @@ class GroupCommitWriter:
             failure = "internal error while writing; see the server log"
             self._fail(group, StoreError(failure, public=failure))
         self._settle(group)
+        if committed and self._on_commit is not None:
+            self._on_commit()
 
     def _run_group(self, group: list[Pending[Any]]) -> None:
         """Run a group's jobs in order, each run of consecutive appends as one batch."""

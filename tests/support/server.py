@@ -123,6 +123,11 @@ class Server:
             self.process.send_signal(sig)
         code = self.process.wait(timeout=30)
         self._reader.join(timeout=10)
+        # A process the server left behind may still hold the pipe; closing it under the
+        # reading thread would block for as long as that process lives.
+        assert not self._reader.is_alive(), (
+            f"something still writes the server's output:\n{self.log}"
+        )
         if self.process.stdout is not None:
             self.process.stdout.close()
         return code

@@ -18,6 +18,8 @@ import copy
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -736,3 +738,22 @@ def test_the_story_covers_what_the_queries_look_for(story: Story) -> None:
     assert len(story.where(lambda d: user_of(d) == MAYA)) >= 10
     assert len(story.where(lambda d: organization_of(d) == HARBOR)) >= 8
     assert {o for o, _ in story.refused} == {"rejected", "conflict", "too_large"}
+
+
+@pytest.mark.asyncio
+async def test_integrity_shows_the_head_the_last_checkpoint_and_the_last_verify(
+    ds: Datasette, story: Story, tmp_path: Path
+) -> None:
+    cli = Path(sys.executable).with_name("clerk-audit")
+    for args in (("checkpoint", "--out", str(tmp_path / "cp.json")), ("verify",)):
+        done = subprocess.run([str(cli), *args, "--db", str(story.db_path)], capture_output=True)
+        assert done.returncode == 0, done.stderr
+    response = await ds.client.get("/log/integrity.json", params={"_shape": "array"})
+    assert response.status_code == 200, response.text
+    (found,) = response.json()
+    head = json.loads((tmp_path / "cp.json").read_text())
+    assert (found["head_position"], found["head_chain"]) == (head["position"], head["chain"])
+    assert found["last_checkpoint_position"] == head["position"]
+    assert found["last_checkpoint_signed"] == "unsigned"
+    assert (found["last_verify_position"], found["last_verify_ok"]) == (head["position"], 1)
+    assert found["last_verify_at"] >= found["last_checkpoint_at"]

@@ -185,7 +185,8 @@ def run_disk(profile: Profile, work: Path) -> Section:
         f"{log['page_size']:,}-byte pages, {log['file_bytes'] / 1e9:.2f} GB): `events` and its "
         f"indexes only, no `deliveries` rows (the ingest section measures a log with them)"
     )
+    measured = f"{projections['file_bytes'] / events:,.0f} B/event" if projections else "n/a"
     print(f"    disk: log {log['file_bytes'] / events:,.0f} B/event "
-          f"({ratio(log['file_bytes'], body):.2f} x bodies), projections "
-          f"{projections.get('file_bytes', 0) / events:,.0f} B/event", file=sys.stderr)  # fmt: skip
+          f"({ratio(log['file_bytes'], body):.2f} x bodies), projections {measured}",
+          file=sys.stderr)  # fmt: skip
     return section

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import signal
 import socket
@@ -35,17 +34,8 @@ def serve_command(port: int, db_path: Path, program: list[str] | None = None) ->
     ``-m eventstore.cli``)."""
     command = [*(program or [str(BIN / "clerk-audit")]), "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--db", str(db_path)]
-    if _serve_has_log_level():
-        command += ["--log-level", "warning"]
+    command += ["--log-level", "warning"]
     return command
-
-
-@functools.cache
-def _serve_has_log_level() -> bool:
-    help_text = subprocess.run(
-        [str(BIN / "clerk-audit"), "serve", "--help"], capture_output=True, text=True, check=False
-    ).stdout
-    return "--log-level" in help_text
 
 
 def remove_store(db_path: Path) -> None:

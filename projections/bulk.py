@@ -1,27 +1,37 @@
 """Filling a new projections file from the log, as fast as it goes (a rebuild's first part).
 
 Nobody reads the file until it is published (``projections.files``), so it is written with no
-journal and no syncs, and indexed after the load. The log up to ``upto`` is folded chunk by
-chunk in position order (:func:`fold_range`): each event's timeline row is written, and its
-claim reduced in memory to the winner per entity (``projections.winners``). Then the winning
-events are read back, in (table, id) order, and their entity rows written
-(:func:`entity_rows`). The folding (parsing each body, working out its rows and claim) runs in
-worker processes for a large log (``projections.workers``) while this process writes.
+journal and no syncs, and indexed after the load.
+
+1. The log up to ``upto`` is folded chunk by chunk (:func:`fold_part`), in worker processes for
+   a large log (``projections.workers``). A worker writes each chunk's timeline rows into a
+   small *part file* of its own, and reduces the chunk's claims into its own winners per
+   entity (``projections.winners``), kept across its chunks. The rebuilding process copies
+   each part file into the new file as it is done, in log order (``INSERT ... SELECT``: rows
+   cross between processes as SQLite pages, never pickled), then deletes it.
+2. Every worker hands over its winners (:func:`take_winners`) and this process merges them.
+3. The winning events are read back, in (table, id) order, in batches; a worker writes each
+   batch's entity rows into a part file (:func:`entity_part`), copied in order like the
+   timeline's, so each table's primary key is appended to, never inserted into at random.
+4. The indexes are made, sorting with helper threads.
+
+Part files are named after the new file (``<file>.part-...``) and deleted with it
+(:func:`remove_parts`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from eventstore.db import connect
-from projections.apply import insert_timeline, upsert_rows
 from projections.entities import SPECS
 from projections.fold import (
-    EntityRow,
-    LoggedEvent,
+    LONG_DIGITS_GLOB,
     TimelineRow,
     claim,
     entity_row,
@@ -29,127 +39,179 @@ from projections.fold import (
     timeline_row,
 )
 from projections.projector import Failure, failure, record_failures
+from projections.schema import TIMELINE, TIMELINE_COLUMNS, entity_table_ddl, timeline_ddl
 from projections.tables import create_indexes, create_tables, set_checkpoint
-from projections.winners import Claimed, Winner, Winners
-from projections.workers import job_connection, worker_pool, workers_for
+from projections.winners import Entry, Winner, Winners
+from projections.workers import Pool, job_connection, worker_pool, workers_for
 
 Progress = Callable[[int], None]
 """Told how many more events were read."""
-Folded = tuple[list[TimelineRow], list[Claimed], list[Failure]]
-"""A chunk of the log folded: its timeline rows, its claims and the events that failed."""
 
-SCAN_BATCH = 5_000
-"""Events per chunk (and per read of the log)."""
-ENTITY_BATCH = 1_000
-"""Winners per chunk: each of their rows carries its snapshot (2 KB or so)."""
-FETCH_BATCH = 500
+SCAN_BATCH = 20_000
+"""Events per chunk (a part file each)."""
+ENTITY_BATCH = 5_000
+"""Winners per batch of entity rows (a part file each)."""
+FETCH_BATCH = 1_000
 """Events a worker reads (and holds parsed) at a time."""
+SORT_THREADS = 4
+"""``PRAGMA threads`` for the index builds: SQLite's sorter merges on helper threads."""
+
+_SPECS = {spec.table: spec for spec in SPECS}
+_INSERT_TIMELINE = (
+    f"INSERT INTO {TIMELINE} ({', '.join(TIMELINE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(TIMELINE_COLUMNS))})"
+)
+_winners: dict[str, Winners] = {}
+"""(In a worker, or this process without workers.) The claims reduced so far, per new file."""
 
 
 def scan(
     conn: sqlite3.Connection, after: int, upto: int, batch: int = FETCH_BATCH
-) -> Iterator[list[tuple[int, str, bytes]]]:
-    """The log's ``ok`` events in ``(after, upto]`` as ``(position, event_id, body)``, in
-    position order, in batches."""
+) -> Iterator[list[tuple[int, str, bytes, int]]]:
+    """The log's ``ok`` events in ``(after, upto]`` as ``(position, event_id, body,
+    long_digits)``, in position order, in batches. SQLite tells whether a body has a long run
+    of digits (``projections.fold.load_body``), in C."""
     sql = (
-        "SELECT position, event_id, body FROM events WHERE position > ? AND position <= ? "
-        "AND status = 'ok' ORDER BY position LIMIT ?"
+        "SELECT position, event_id, body, CAST(body AS TEXT) GLOB ? FROM events "
+        "WHERE position > ? AND position <= ? AND status = 'ok' ORDER BY position LIMIT ?"
     )
-    while rows := conn.execute(sql, (after, upto, batch)).fetchall():
+    while rows := conn.execute(sql, (LONG_DIGITS_GLOB, after, upto, batch)).fetchall():
         yield rows
         after = rows[-1][0]
 
 
-def _fold_one(event: LoggedEvent, rows: list[TimelineRow], claims: list[Claimed]) -> None:
-    row = timeline_row(event)
-    found = claim(event)
-    rows.append(row)
-    if found is not None:
-        claims.append((found.spec.table, found.entity_id, found.key,
-                       event.position, found.is_delete, found.deleted_at))  # fmt: skip
+def part_path(file: Path, name: str) -> Path:
+    return file.with_name(f"{file.name}.part-{name}")
 
 
-def fold_range(path: str, after: int, upto: int) -> Folded:
-    """(Run by a worker.) The timeline rows and claims of the events in ``(after, upto]``, and
-    the events that could not be folded."""
-    conn = job_connection(path)
-    folded: Folded = ([], [], [])
-    try:
-        for batch in scan(conn, after, upto):
-            for position, event_id, body in batch:
-                try:
-                    event = parse_logged(position, event_id, body)
-                    if event is None:
-                        raise ValueError("the stored body is not an event")
-                    _fold_one(event, folded[0], folded[1])
-                except Exception as error:
-                    folded[2].append(failure(position, event_id, error))
-    finally:
-        conn.close()
-    return folded
+def remove_parts(file: Path) -> None:
+    """Delete every part file of the new file ``file`` (left by a rebuild that stopped)."""
+    prefix = f"{file.name}.part-"
+    if file.parent.is_dir():
+        for found in file.parent.iterdir():
+            if found.name.startswith(prefix):
+                with contextlib.suppress(FileNotFoundError):
+                    found.unlink()
 
 
-def _winning_rows(
-    conn: sqlite3.Connection, winners: Sequence[Winner], failures: list[Failure]
-) -> Iterator[tuple[str, EntityRow]]:
-    positions = [winner[2] for winner in winners]
-    marks = ", ".join("?" * len(positions))
-    sql = f"SELECT position, event_id, body FROM events WHERE position IN ({marks})"
-    events = {row[0]: row for row in conn.execute(sql, positions).fetchall()}
-    for table, _, position, deleted, deleted_at in winners:
+def _part_connection(path: Path) -> sqlite3.Connection:
+    """A new part file: written once by one process, read once by another, then deleted."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+    conn.execute("BEGIN")
+    return conn
+
+
+def _reduce(key: str, timeline: list[TimelineRow], rows: list[tuple[int, str, bytes, int]],
+            failures: list[Failure]) -> None:  # fmt: skip
+    winners = _winners.setdefault(key, Winners())
+    add = winners.add
+    for position, event_id, body, long_digits in rows:
         try:
-            event = parse_logged(*events[position])
-            found = claim(event) if event is not None else None
-            if event is not None and found is not None:
-                yield table, entity_row(found, event, (deleted, deleted_at))
+            event = parse_logged(position, event_id, body, bool(long_digits))
+            if event is None:
+                raise ValueError("the stored body is not an event")
+            row = timeline_row(event)
+            found = claim(event)
         except Exception as error:
-            failures.append(failure(position, events[position][1], error))
+            failures.append(failure(position, event_id, error))
+            continue
+        timeline.append(row)
+        if found is not None:
+            add(found.spec.table, found.entity_id, found.key, position, found.is_delete,
+                found.deleted_at)  # fmt: skip
 
 
-EntityChunk = tuple[dict[str, list[EntityRow]], list[Failure]]
-
-
-def entity_rows(path: str, winners: Sequence[Winner]) -> EntityChunk:
-    """(Run by a worker.) The entity row of each winner, per table, in the order given, and the
-    winners whose row could not be made."""
-    conn = job_connection(path)
-    by_table: dict[str, list[EntityRow]] = {}
+def fold_part(log: str, file: str, part: str, after: int, upto: int) -> tuple[int, list[Failure]]:
+    """(Run by a worker.) Fold the events in ``(after, upto]``: their timeline rows into the
+    part file ``part``, their claims into this process's winners for ``file``. Returns how many
+    events it read and those that could not be folded."""
+    count = 0
     failures: list[Failure] = []
+    source = job_connection(log)
+    out = _part_connection(Path(part))
+    try:
+        out.execute(timeline_ddl(TIMELINE))
+        for rows in scan(source, after, upto):
+            timeline: list[TimelineRow] = []
+            _reduce(file, timeline, rows, failures)
+            out.executemany(_INSERT_TIMELINE, timeline)
+            count += len(rows)
+        out.execute("COMMIT")
+    finally:
+        out.close()
+        source.close()
+    return count, failures
+
+
+def take_winners(file: str) -> dict[str, dict[str, Entry]]:
+    """(Run in every worker.) This process's winners for ``file``, handed over and forgotten."""
+    winners = _winners.pop(file, None)
+    return winners.tables if winners is not None else {}
+
+
+def entity_part(log: str, part: str, winners: Sequence[Winner]) -> tuple[list[str], list[Failure]]:
+    """(Run by a worker.) The entity row of each winner, written in the order given into the
+    part file ``part``; returns the tables written and the winners whose row could not be
+    made."""
+    source = job_connection(log)
+    out = _part_connection(Path(part))
+    failures: list[Failure] = []
+    tables: list[str] = []
     try:
         for offset in range(0, len(winners), FETCH_BATCH):
             chunk = winners[offset : offset + FETCH_BATCH]
-            for table, row in _winning_rows(conn, chunk, failures):
-                by_table.setdefault(table, []).append(row)
+            positions = sorted(winner[2] for winner in chunk)
+            marks = ", ".join("?" * len(positions))
+            sql = f"SELECT position, event_id, body FROM events WHERE position IN ({marks})"
+            events = {row[0]: row for row in source.execute(sql, positions).fetchall()}
+            rows: list[tuple[object, ...]] = []
+            table = None
+            for name, _, position, deleted, deleted_at in chunk:
+                if name != table:
+                    _flush(out, table, rows, tables)
+                    table, rows = name, []
+                try:
+                    event = parse_logged(*events[position])
+                    found = claim(event) if event is not None else None
+                    if event is not None and found is not None:
+                        rows.append(entity_row(found, event, (deleted, deleted_at)))
+                except Exception as error:
+                    failures.append(failure(position, events[position][1], error))
+            _flush(out, table, rows, tables)
+        out.execute("COMMIT")
     finally:
-        conn.close()
-    return by_table, failures
+        out.close()
+        source.close()
+    return tables, failures
 
 
-def fill_timeline(
-    conn: sqlite3.Connection,
-    folded: Iterator[Folded],
-    winners: Winners,
-    progress: Progress | None,
-) -> int:
-    """Write the timeline rows of each folded chunk and reduce its claims into ``winners``."""
-    count = 0
-    for rows, claims, failures in folded:
-        insert_timeline(conn, rows)
-        record_failures(conn, failures)
-        for claimed in claims:
-            winners.add(*claimed)
-        count += len(rows) + len(failures)
-        if progress is not None:
-            progress(len(rows) + len(failures))
-    return count
+def _flush(out: sqlite3.Connection, table: str | None, rows: list[tuple[object, ...]],
+           tables: list[str]) -> None:  # fmt: skip
+    if table is None:
+        return
+    if table not in tables:
+        out.execute(entity_table_ddl(_SPECS[table], table))
+        tables.append(table)
+    marks = ", ".join("?" * (len(rows[0]) if rows else 0))
+    if rows:
+        out.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
 
 
-def fill_entities(conn: sqlite3.Connection, chunks: Iterator[EntityChunk]) -> None:
-    """Write the entity rows of each chunk."""
-    for by_table, failures in chunks:
-        for spec in SPECS:
-            upsert_rows(conn, spec, by_table.get(spec.table, ()))
-        record_failures(conn, failures)
+def _copy(conn: sqlite3.Connection, part: Path, tables: Sequence[str]) -> None:
+    """Append the rows of ``tables`` in the part file ``part`` to the same tables here, then
+    delete the part file."""
+    conn.execute("ATTACH DATABASE ? AS part", (str(part),))
+    try:
+        for table in tables:
+            conn.execute(f"INSERT INTO main.{table} SELECT * FROM part.{table}")
+    finally:
+        conn.execute("DETACH DATABASE part")
+    os.unlink(part)
 
 
 def _batches(items: Iterator[Winner], size: int) -> Iterator[list[Winner]]:
@@ -164,11 +226,41 @@ def _chunks(upto: int) -> Iterator[tuple[int, int]]:
 
 def bulk_connection(file: Path) -> sqlite3.Connection:
     """A connection for filling a new, unpublished file: no journal, no syncs (a crash leaves
-    a file nobody reads, deleted by the next rebuild)."""
-    conn = connect(file, synchronous="OFF", cache_kib=262_144)
+    a file nobody reads, deleted by the next rebuild). Each statement commits by itself (part
+    files cannot be attached within a transaction); without a journal that costs nothing."""
+    conn = connect(file, synchronous="OFF", cache_kib=131_072)
     conn.execute("PRAGMA journal_mode = OFF")
     conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+    conn.execute(f"PRAGMA threads = {SORT_THREADS}")
     return conn
+
+
+def _timeline(
+    conn: sqlite3.Connection, run: Pool, log: str, file: Path, upto: int,
+    progress: Progress | None,
+) -> int:  # fmt: skip
+    """Fold the log into timeline part files, copying each into ``conn`` in log order."""
+    parts = [(after, last, part_path(file, f"t{after}")) for after, last in _chunks(upto)]
+    jobs = [(log, str(file), str(part), after, last) for after, last, part in parts]
+    count = 0
+    for (_, _, part), (folded, failures) in zip(parts, run(fold_part, jobs), strict=True):
+        _copy(conn, part, (TIMELINE,))
+        record_failures(conn, failures)
+        count += folded
+        if progress is not None:
+            progress(folded)
+    return count
+
+
+def _entities(
+    conn: sqlite3.Connection, run: Pool, log: str, file: Path, batches: Iterator[list[Winner]]
+) -> None:
+    """Write the winners' entity rows through part files, copied in (table, id) order."""
+    jobs = ((log, str(part_path(file, f"e{n}")), batch) for n, batch in enumerate(batches))
+    numbered = enumerate(run(entity_part, jobs))
+    for n, (tables, failures) in numbered:
+        _copy(conn, part_path(file, f"e{n}"), tables)
+        record_failures(conn, failures)
 
 
 def build(
@@ -181,21 +273,26 @@ def build(
     """Create the projections file ``file`` from the log up to ``upto``; returns the number
     of events projected. ``workers``: processes that parse and fold (None: one per core for a
     large log, none for a small one)."""
+    remove_parts(file)
     conn = bulk_connection(file)
-    winners, where = Winners(), str(log_path)
+    log, key = str(log_path), str(file)
     try:
         conn.execute("BEGIN")
         create_tables(conn)
+        conn.execute("COMMIT")
         with worker_pool(workers_for(upto, workers)) as run:
-            jobs = ((where, after, last) for after, last in _chunks(upto))
-            count = fill_timeline(conn, run(fold_range, jobs), winners, progress)
-            chunks = ((where, chunk) for chunk in _batches(winners.ordered(), ENTITY_BATCH))
-            fill_entities(conn, run(entity_rows, chunks))
+            count = _timeline(conn, run, log, file, upto, progress)
+            winners = Winners()
+            for tables in run.each(take_winners, key):
+                winners.merge(tables)
+            _entities(conn, run, log, file, _batches(winners.ordered(), ENTITY_BATCH))
+            del winners
         create_indexes(conn)
         set_checkpoint(conn, upto)
-        conn.execute("COMMIT")
         conn.execute("PRAGMA locking_mode = NORMAL")
         conn.execute("PRAGMA journal_mode = WAL")
     finally:
         conn.close()
+        _winners.pop(key, None)
+        remove_parts(file)
     return count

@@ -46,9 +46,41 @@ class LoggedEvent(NamedTuple):
     """Clerk's time for the event (CONTRACT §6), ISO-8601."""
 
 
-def parse_logged(position: int, event_id: str, body: bytes) -> LoggedEvent | None:
-    """The event at ``position``; None if its body is not an event (never projected)."""
-    return logged_event(position, event_id, load_json(body))
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_DIGITS = b"0" * 19
+LONG_DIGITS_GLOB = "*" + "[0-9]" * 19 + "*"
+"""The same test in SQL (``body GLOB ...``), for a rebuild that reads bodies by the million."""
+
+
+def has_long_digits(body: bytes) -> bool:
+    """Whether ``body`` has a run of 19 or more ASCII digits (``load_json``'s test, which as a
+    regular expression costs several times orjson's whole parse of a 2 KB body)."""
+    return _LONG_DIGITS in body.translate(_DIGITS_AS_ZERO)
+
+
+def load_body(body: bytes, long_digits: bool | None = None) -> Any:
+    """``eventstore.envelope.load_json(body)``, the same value or error, faster.
+
+    :param long_digits: whether ``body`` has a run of 19 or more digits, when already known.
+    """
+    if long_digits is None:
+        long_digits = has_long_digits(body)
+    if not long_digits:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # load_json raises its own error for it
+    return load_json(body)
+
+
+def parse_logged(
+    position: int, event_id: str, body: bytes, long_digits: bool | None = None
+) -> LoggedEvent | None:
+    """The event at ``position``; None if its body is not an event (never projected).
+
+    :param long_digits: see :func:`load_body`.
+    """
+    return logged_event(position, event_id, load_body(body, long_digits))
 
 
 def logged_event(position: int, event_id: str, doc: object) -> LoggedEvent | None:

@@ -14,7 +14,10 @@ the file it built.
 
 from __future__ import annotations
 
+import fcntl
 import gc
+import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -24,7 +27,7 @@ from pathlib import Path
 from eventstore.db import open_reader
 from eventstore.errors import ConfigurationError
 from eventstore.log import log_position
-from projections.bulk import build
+from projections.bulk import build, remove_parts
 from projections.digest import digests_in_workers, state_digest, table_digests
 from projections.files import next_generation, publish, remove, target
 from projections.projector import Projector
@@ -77,16 +80,54 @@ def rebuild(
     :param workers: processes that parse and fold the log (0: none; None: one per core when
         the log is large, see ``projections.workers.workers_for``).
     """
-    new = next_generation(projections_path)
-    remove(new)  # left by a rebuild that was stopped
+    with _rebuilding(projections_path):
+        _remove_unpublished(projections_path)
+        new = next_generation(projections_path)
+        try:
+            with _without_gc():
+                if check:
+                    return _check(log_path, projections_path, new, progress, workers)
+                return _replace(log_path, projections_path, new, progress, workers)
+        except BaseException:
+            remove(new)
+            remove_parts(new)
+            raise
+
+
+@contextmanager
+def _rebuilding(projections_path: Path) -> Iterator[None]:
+    """Hold the rebuild lock of ``projections_path`` (a lock file beside it, released by the
+    kernel if the process dies): one rebuild at a time, so that each may delete what a stopped
+    one left behind."""
+    lock = projections_path.with_name(f".{projections_path.name}.rebuild-lock")
     try:
-        with _without_gc():
-            if check:
-                return _check(log_path, projections_path, new, progress, workers)
-            return _replace(log_path, projections_path, new, progress, workers)
-    except BaseException:
-        remove(new)
-        raise
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise ConfigurationError(f"cannot create {lock}: {error.strerror}") from error
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigurationError(
+                f"another rebuild of {projections_path} is running; wait for it to finish"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_unpublished(projections_path: Path) -> None:
+    """Delete the generations a stopped rebuild left (every one but the published one), and
+    their part files."""
+    current = target(projections_path)
+    folder, stem, suffix = projections_path.parent, projections_path.stem, projections_path.suffix
+    pattern = re.compile(rf"{re.escape(stem)}\.g\d+{re.escape(suffix)}")
+    if not folder.is_dir():
+        return
+    for file in folder.iterdir():
+        if pattern.fullmatch(file.name) and file.resolve() != current:
+            remove(file)
+            remove_parts(file)
 
 
 def _head(log_path: Path) -> int:

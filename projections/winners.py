@@ -54,6 +54,18 @@ class Winners:
         old = entries.get(entity_id)
         entries[entity_id] = new if old is None else _combine(old, new)
 
+    def merge(self, tables: dict[str, dict[str, Entry]]) -> None:
+        """Add the entries another :class:`Winners` reduced (a worker's, for its part of the
+        log)."""
+        for table, theirs in tables.items():
+            entries = self.tables.get(table)
+            if entries is None:
+                self.tables[table] = theirs
+                continue
+            for entity_id, new in theirs.items():
+                old = entries.get(entity_id)
+                entries[entity_id] = new if old is None else _combine(old, new)
+
     def ordered(self) -> Iterator[Winner]:
         """Every entity's winner, in (table, id) order: the order its rows are best written in
         (appending to the tables' primary-key B-trees instead of inserting at random)."""

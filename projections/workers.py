@@ -2,13 +2,16 @@
 
 A rebuild spends most of its time in Python on each event (parsing its JSON, working out its
 timeline row and its claim), which one process does on one core under the GIL. Worker
-processes do that part for chunks of the log while the rebuilding process writes the rows of
-the chunks already done: the writes overlap the parsing, and every core parses. The results
-come back in the order the jobs were given, so the rows are written in log order as before.
+processes do that part for chunks of the log, each writing what it makes into a small file of
+its own (``projections.bulk``), while the rebuilding process copies the files already done
+into the new projections file: every core parses, and rows cross between processes as SQLite
+pages, never pickled. The results come back in the order the jobs were given.
 
 Only a few chunks are in flight at a time, so a worker that runs ahead never piles results
-up in memory. With ``workers=0`` the jobs run in this process (the same functions), which is
-what small logs use: starting a process costs more than they take.
+up. A worker may also keep state of its own across jobs (a rebuild's claims, reduced per
+entity); :meth:`Pool.each` runs a job once in every worker, to collect it. With ``workers=0``
+the jobs run in this process (the same functions), which is what small logs use: starting a
+process costs more than they take.
 """
 
 from __future__ import annotations
@@ -29,17 +32,19 @@ from eventstore.db import open_reader
 from eventstore.errors import StoreError
 
 R = TypeVar("R")
-Map = Callable[[Callable[..., R], Iterable[tuple[Any, ...]]], Iterator[R]]
-"""``run(fn, jobs)``: ``fn(*job)`` for each job, in order."""
 
 MAX_WORKERS = 4
 IN_FLIGHT_PER_WORKER = 2
 POOL_MIN_EVENTS = 50_000
 """Below this, worker processes take longer to start than the rebuild takes without them."""
+BARRIER_TIMEOUT_S = 600.0
+
+_barrier: Any = None
+"""(In a worker.) Holds every worker in :meth:`Pool.each` until each has taken its job."""
 
 
 def default_workers() -> int:
-    """One worker per core (the rebuilding process writes while they parse), at most 4."""
+    """One worker per core (the rebuilding process copies while they parse), at most 4."""
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
@@ -57,20 +62,17 @@ def job_connection(path: str) -> sqlite3.Connection:
     return open_reader(Path(path))
 
 
-def _in_process(fn: Callable[..., R], jobs: Iterable[tuple[Any, ...]]) -> Iterator[R]:
-    return (fn(*job) for job in jobs)
+def _start_worker(barrier: Any) -> None:
+    global _barrier
+    gc.disable()  # nothing a job makes is cyclic; collections would walk its state again
+    _barrier = barrier
 
 
-def _in_order(
-    pool: ProcessPoolExecutor, limit: int, fn: Callable[..., R], jobs: Iterable[tuple[Any, ...]]
-) -> Iterator[R]:
-    pending: deque[Future[R]] = deque()
-    for job in jobs:
-        pending.append(pool.submit(fn, *job))
-        if len(pending) >= limit:
-            yield _result(pending.popleft())
-    while pending:
-        yield _result(pending.popleft())
+def _once_each(fn: Callable[..., R], *args: Any) -> R:
+    """(In a worker.) ``fn(*args)``, then wait until every worker has taken such a job."""
+    result = fn(*args)
+    _barrier.wait(BARRIER_TIMEOUT_S)
+    return result
 
 
 def _result(future: Future[R]) -> R:
@@ -80,20 +82,63 @@ def _result(future: Future[R]) -> R:
         raise StoreError(f"a rebuild worker process died ({error})") from error
 
 
-@contextmanager
-def worker_pool(workers: int) -> Iterator[Map[Any]]:
-    """A ``run(fn, jobs)`` using ``workers`` processes (none: this process) for the block.
+class Pool:
+    """Runs jobs in ``workers`` processes (none: in this process)."""
 
-    ``fn`` must be a module-level function and jobs and results picklable.
-    """
+    def __init__(self, workers: int, executor: ProcessPoolExecutor | None) -> None:
+        self.workers = workers
+        self._executor = executor
+
+    def __call__(self, fn: Callable[..., R], jobs: Iterable[tuple[Any, ...]]) -> Iterator[R]:
+        """``fn(*job)`` for each job, in order. ``fn`` must be a module-level function and
+        jobs and results picklable."""
+        if self._executor is None:
+            return (fn(*job) for job in jobs)
+        return self._in_order(self._executor, fn, jobs)
+
+    def _in_order(
+        self, pool: ProcessPoolExecutor, fn: Callable[..., R], jobs: Iterable[tuple[Any, ...]]
+    ) -> Iterator[R]:
+        pending: deque[Future[R]] = deque()
+        limit = self.workers * IN_FLIGHT_PER_WORKER
+        try:
+            for job in jobs:
+                pending.append(pool.submit(fn, *job))
+                if len(pending) >= limit:
+                    yield _result(pending.popleft())
+            while pending:
+                yield _result(pending.popleft())
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def each(self, fn: Callable[..., R], *args: Any) -> list[R]:
+        """``fn(*args)`` once in every worker process (once here when there are none)."""
+        if self._executor is None:
+            return [fn(*args)]
+        futures = [self._executor.submit(_once_each, fn, *args) for _ in range(self.workers)]
+        return [_result(future) for future in futures]
+
+
+@contextmanager
+def worker_pool(workers: int) -> Iterator[Pool]:
+    """A :class:`Pool` of ``workers`` processes (none: this process) for the block."""
     if workers <= 0:
-        yield _in_process
+        yield Pool(0, None)
         return
     context = get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=gc.disable) as pool:
-        limit = workers * IN_FLIGHT_PER_WORKER
-
-        def run(fn: Callable[..., Any], jobs: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
-            return _in_order(pool, limit, fn, jobs)
-
-        yield run
+    barrier = context.Barrier(workers)
+    executor = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(barrier,)
+    )
+    try:
+        yield Pool(workers, executor)
+    except BaseException:
+        # Stop at once: the workers' jobs are for a file that is about to be deleted.
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        raise
+    else:
+        executor.shutdown(wait=True)

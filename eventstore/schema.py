@@ -1,8 +1,10 @@
-"""The log's schema: ``events`` and ``deliveries``, created and migrated by the program itself.
+"""The log's schema: ``events``, ``deliveries`` and ``redactions``, created and migrated by the
+program itself.
 
 Invariants live here, not only in Python: ``event_id`` is UNIQUE, triggers refuse any UPDATE or
-DELETE of either table and any INSERT that would replace an existing event (``INSERT OR
-REPLACE`` deletes without firing DELETE triggers), and CHECK constraints pin the vocabularies.
+DELETE of these tables (but the one path of a recorded redaction, m006) and any INSERT that
+would replace an existing event (``INSERT OR REPLACE`` deletes without firing DELETE
+triggers), and CHECK constraints pin the vocabularies.
 Projection tables are not here: they live in a file of their own (``projections``). A log
 from the one-file layout loses its projection tables in migration 4; its rows stay untouched.
 """
@@ -159,6 +161,78 @@ def m005_hash_chain(db: Database) -> None:
     )
 
 
+_EVENT_KEPT = (
+    "position", "event_id", "event_type", "object_type", "object_id", "instance_id",
+    "occurred_at", "received_at", "svix_timestamp", "body_sha256", "status",
+    "quarantine_reason", "chain",
+)  # fmt: skip
+"""Every ``events`` column but ``body``: a redaction may change none of them."""
+_DELIVERY_KEPT = ("id", "event_id", "received_at", "svix_timestamp", "outcome", "reason",
+                  "body_sha256")  # fmt: skip
+"""Every ``deliveries`` column but ``remote_addr`` and ``user_agent``."""
+
+
+def _unchanged(columns: tuple[str, ...]) -> str:
+    return " AND ".join(f"NEW.{c} IS OLD.{c}" for c in columns)
+
+
+REDACTIONS = """
+CREATE TABLE redactions (
+    position INTEGER NOT NULL,
+    redaction_event_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (position, redaction_event_id)
+) WITHOUT ROWID"""
+
+REDACTIONS_RECORDED = """
+CREATE TRIGGER redactions_recorded BEFORE INSERT ON redactions
+WHEN NOT EXISTS (
+    SELECT 1 FROM events WHERE event_id = NEW.redaction_event_id
+    AND event_type = 'clerk-audit.redaction' AND status = 'ok' AND position > NEW.position)
+    OR EXISTS (SELECT 1 FROM redactions WHERE position = NEW.position
+               AND redaction_event_id = NEW.redaction_event_id)
+BEGIN SELECT RAISE(ABORT, 'redactions: each row must name a later clerk-audit.redaction event');
+END"""
+
+EVENTS_REDACTION_ONLY = f"""
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+WHEN NOT ({_unchanged(_EVENT_KEPT)}
+          AND EXISTS (SELECT 1 FROM redactions WHERE position = OLD.position
+                      AND body = NEW.body
+                      AND redaction_event_id = (SELECT event_id FROM events
+                                                ORDER BY position DESC LIMIT 1)))
+BEGIN SELECT RAISE(ABORT, 'events is append-only: UPDATE refused (no redaction recorded)');
+END"""
+
+DELIVERIES_REDACTION_ONLY = f"""
+CREATE TRIGGER deliveries_no_update BEFORE UPDATE ON deliveries
+WHEN NOT ({_unchanged(_DELIVERY_KEPT)}
+          AND EXISTS (SELECT 1 FROM events JOIN redactions USING (position)
+                      WHERE events.event_id = OLD.event_id))
+BEGIN SELECT RAISE(ABORT, 'deliveries is append-only: UPDATE refused (no redaction recorded)');
+END"""
+
+
+@log_migrations()
+def m006_redactions(db: Database) -> None:
+    """``clerk-audit redact`` (``eventstore.redaction``): the append-only ``redactions`` table,
+    whose rows must name a later ``clerk-audit.redaction`` event, and UPDATE triggers that let
+    exactly a recorded redaction through: a new ``body`` (every other column unchanged) that is
+    the one ``redactions`` records for the position and the log's last event (the transaction
+    that appended that redaction event; a body can never be changed again after it), and
+    erased ``remote_addr`` and
+    ``user_agent`` for the deliveries of a redacted position. Every other UPDATE is refused as
+    before."""
+    db.execute(REDACTIONS)
+    db.execute(REDACTIONS_RECORDED)
+    for statement in _append_only("redactions")[:2]:
+        db.execute(statement)
+    db.execute("DROP TRIGGER events_no_update")
+    db.execute(EVENTS_REDACTION_ONLY)
+    db.execute("DROP TRIGGER deliveries_no_update")
+    db.execute(DELIVERIES_REDACTION_ONLY)
+
+
 INTEGRITY_CHECKS = """
 CREATE TABLE integrity_checks (
     id INTEGER PRIMARY KEY,
@@ -177,4 +251,32 @@ def m007_integrity_checks(db: Database) -> None:
     auditor's page that shows the chain head, the last checkpoint and the last verify."""
     db.execute(INTEGRITY_CHECKS)
     for statement in _append_only("integrity_checks"):
+        db.execute(statement)
+
+
+IMPORTS = """
+CREATE TABLE imports (
+    id INTEGER PRIMARY KEY,
+    imported_at TEXT NOT NULL,
+    source TEXT NOT NULL
+)"""
+
+IMPORTED_EVENTS = """
+CREATE TABLE imported_events (
+    position INTEGER PRIMARY KEY,
+    import_id INTEGER NOT NULL,
+    source_position INTEGER
+)"""
+
+
+@log_migrations()
+def m010_imports(db: Database) -> None:
+    """``clerk-audit import`` (``eventstore.transfer``): one ``imports`` row per run (when, from
+    which file) and one ``imported_events`` row per event it appended (its position here, the
+    run, its position in the exported log). Both append-only. A table of their own, not a
+    ``deliveries`` outcome: ``deliveries`` records HTTP requests, and widening its CHECK would
+    mean copying the whole table."""
+    db.execute(IMPORTS)
+    db.execute(IMPORTED_EVENTS)
+    for statement in [*_append_only("imports"), *_append_only("imported_events")]:
         db.execute(statement)

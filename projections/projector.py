@@ -27,6 +27,7 @@ from eventstore.log import log_position
 from projections.apply import apply_events
 from projections.files import create_empty, target
 from projections.fold import LoggedEvent, parse_logged
+from projections.redactions import SECURE_DELETE, erase_replaced, listed_positions, reproject
 from projections.schema import ERRORS
 from projections.tables import checkpoint, is_current, set_checkpoint
 
@@ -80,8 +81,12 @@ class Projector:
                 return 0
             events, failures = _parse(rows)
             failures += _apply_guarded(conn, events)
+            if redacted := listed_positions(events):  # a redaction: its events, redacted
+                failures += reproject(conn, self._log, redacted)
             record_failures(conn, failures)
             set_checkpoint(conn, rows[-1][0])
+        if redacted:
+            erase_replaced(conn)
         return len(rows)
 
     def run(self, upto: int | None = None) -> int:
@@ -123,6 +128,7 @@ class Projector:
         if file is None:
             return
         conn = connect(file, synchronous="NORMAL", cache_kib=PROJECTIONS_CACHE_KIB)
+        conn.execute(f"PRAGMA secure_delete = {SECURE_DELETE}")
         if not is_current(conn):
             conn.close()
             raise OutOfDate(f"{self.projections_path} was built by another version of "

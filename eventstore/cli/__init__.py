@@ -22,6 +22,7 @@ COMMANDS = {
     "stats": "eventstore.cli.stats",
     "verify": "eventstore.cli.verify",
     "checkpoint": "eventstore.cli.checkpoint",
+    "redact": "eventstore.cli.redact",
 }
 
 

@@ -22,6 +22,7 @@ from eventstore.cli.checkpoint import record
 from eventstore.cli.options import db_option
 from eventstore.db import open_reader
 from eventstore.log import chain_at, chain_rows, log_position
+from eventstore.redaction import Redacted, redacted_positions
 
 
 def _fail(db_path: Path, position: int, message: str) -> NoReturn:
@@ -31,17 +32,21 @@ def _fail(db_path: Path, position: int, message: str) -> NoReturn:
     sys.exit(1)
 
 
-def _verify(db_path: Path) -> ChainReport:
+def _verify(db_path: Path) -> tuple[ChainReport, Redacted]:
     with closing(open_reader(db_path)) as conn:
         conn.execute("BEGIN")  # one snapshot: what is appended meanwhile is not half-read
         total = log_position(conn)
+        redacted = redacted_positions(conn)
         bar = (
             click.progressbar(length=total, label="events", file=sys.stderr)
             if sys.stderr.isatty()
             else nullcontext(None)
         )
         with bar as shown:
-            return verify_rows(chain_rows(conn), progress=shown.update if shown else None)
+            report = verify_rows(
+                chain_rows(conn), redacted.positions, progress=shown.update if shown else None
+            )
+        return report, redacted
 
 
 def _against(db_path: Path, checkpoint: Checkpoint, report: ChainReport) -> str:
@@ -73,8 +78,9 @@ def command(db_path: Path, against: Path | None, public_key: Path | None) -> Non
     """Recompute the log's hash chain; exit 1 naming the first position that breaks it.
 
     Every body must match its body_sha256 and every chain value must follow from the one
-    before. With --against, the log must also still extend a saved checkpoint, which catches a
-    truncated or rewritten log.
+    before; a body replaced by `clerk-audit redact` must be the one the chained
+    clerk-audit.redaction event that lists it recorded. With --against, the log must also
+    still extend a saved checkpoint, which catches a truncated or rewritten log.
 
     \b
     Example:
@@ -87,7 +93,7 @@ def command(db_path: Path, against: Path | None, public_key: Path | None) -> Non
         key_file = public_key or (Path(os.environ[SIGNING_KEY_ENV])
                                   if os.environ.get(SIGNING_KEY_ENV) else None)  # fmt: skip
         signed = check_signature(checkpoint, load_public_key(key_file) if key_file else None)
-    report = _verify(db_path)
+    report, redacted = _verify(db_path)
     if report.broken is not None:
         broken = report.broken
         _fail(db_path, broken.position,
@@ -96,5 +102,8 @@ def command(db_path: Path, against: Path | None, public_key: Path | None) -> Non
     record(db_path, "verify", report.position, report.head, True, extends)
     click.echo(f"verified {report.events} events: the chain is intact up to position "
                f"{report.position}, head {report.head}")  # fmt: skip
+    if redacted.positions:
+        click.echo(f"{len(redacted.positions)} events redacted by {redacted.redactions} "
+                   "recorded redactions; their bodies are the ones recorded")  # fmt: skip
     if extends is not None:
         click.echo(extends)

@@ -1,0 +1,196 @@
+"""Redactions and the projections: finding a user's events, and re-projecting redacted ones.
+
+``clerk-audit redact`` finds the events to redact through the projections' indexes, never by a
+scan of the log (:func:`find_events`). When the projector meets the ``clerk-audit.redaction``
+event that records a redaction, it re-projects the positions that event lists from their
+redacted bodies, in the same transaction as the rest of its batch (:func:`reproject`):
+
+* their ``audit_timeline`` rows are replaced;
+* every entity row that one of those events gave (its ``event_id``) is rewritten from the
+  redacted body, with the same version key and its own ``deleted`` and ``deleted_at``.
+
+A redaction keeps every version key (``eventstore.redaction``), so the winners do not change
+and the result is what a rebuild of the redacted log gives. The transaction runs with
+``PRAGMA secure_delete = ON`` and the projections' WAL is truncated after it
+(:func:`erase_replaced`), so the replaced bytes are gone from the file, not just unreachable.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from functools import cache
+from typing import Any
+
+from eventstore.redaction import (
+    REDACTION_TYPE,
+    Subject,
+    in_chunks,
+    load_body,
+    read_bodies,
+    subject_values,
+    truncate_wal,
+)
+from projections.apply import insert_timeline
+from projections.entities import COMMON_COLUMNS, EntitySpec
+from projections.fold import LoggedEvent, claim, entity_row, parse_logged, timeline_row
+from projections.schema import ERRORS, TIMELINE
+
+Failure = tuple[int, str, str]
+
+SECURE_DELETE = "FAST"
+"""The projector's ``secure_delete`` outside a redaction: SQLite zeroes what it deletes or
+moves inside a page (as when an upsert rewrites a row, or a page splits), at no extra I/O, so
+no stale copy of a row is left in a page for a later redaction to miss. With ``OFF`` (SQLite's
+usual default) a user's earlier snapshots and index keys stay in the free space of pages."""
+
+_BY_ADDRESS = (
+    ("organization_invitations", "email_address", "organizationInvitation"),
+    ("waitlist_entries", "email_address", "waitlistEntry"),
+    ("emails", "to_email_address", "email"),
+)
+_BY_NUMBER = (("sms_messages", "to_phone_number", "sms"),)
+_MENTIONS = {"organization"}
+"""Object types whose timeline ``user_id`` is not the subject of the event (the creator of an
+organization): their events only mention the user."""
+
+
+def _in(values: Sequence[object]) -> str:
+    return f"({', '.join('?' * len(values))})"
+
+
+def _positions_of(conn: sqlite3.Connection, object_type: str, ids: Iterable[str]) -> set[int]:
+    found: set[int] = set()
+    for entity_id in sorted(set(ids)):
+        found.update(p for (p,) in conn.execute(
+            f"SELECT position FROM {TIMELINE} WHERE object_id = ? AND object_type = ?",
+            (entity_id, object_type),
+        ))  # fmt: skip
+    return found
+
+
+def _ids(conn: sqlite3.Connection, table: str, column: str, values: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for part in in_chunks(values):
+        found.update(i for (i,) in conn.execute(
+            f"SELECT id FROM {table} WHERE {column} IN {_in(part)}", part
+        ))  # fmt: skip
+    return found
+
+
+def find_events(
+    conn: sqlite3.Connection, log: sqlite3.Connection, user_id: str
+) -> tuple[Subject, set[int], set[int]]:
+    """The user's :class:`Subject` and the positions of the events about them and of those
+    that only mention them, from projections that are up to date (``conn``) and the log.
+
+    About them: their user events; the events whose timeline ``user_id`` is theirs (sessions,
+    memberships, invitations, emails, SMS, billing objects); invitations, waitlist entries and
+    emails to one of their email addresses and SMS to one of their phone numbers (the
+    addresses and numbers of every snapshot of their user events). Mentioning them: the
+    organizations they created and the invitations they sent. Each through an index.
+    """
+    own = _positions_of(conn, "user", [user_id])
+    about, mentions, sessions = set(own), set[int](), set[int]()
+    for position, object_type in conn.execute(
+        f"SELECT position, object_type FROM {TIMELINE} WHERE user_id = ?", (user_id,)
+    ):
+        (mentions if object_type in _MENTIONS else about).add(position)
+        if object_type == "session":
+            sessions.add(position)
+    documents = []
+    for _, _, body, status in read_bodies(log, own | sessions):
+        if status == "ok":
+            try:
+                documents.append(load_body(body))
+            except ValueError:
+                continue
+    subject = subject_values(user_id, documents)
+    for table, column, object_type in _BY_ADDRESS:
+        about |= _positions_of(conn, object_type, _ids(conn, table, column, subject.emails))
+    for table, column, object_type in _BY_NUMBER:
+        about |= _positions_of(conn, object_type, _ids(conn, table, column, subject.phones))
+    sent = _ids(conn, "organization_invitations", "inviter_id", [user_id])
+    mentions |= _positions_of(conn, "organizationInvitation", sent)
+    return subject, about, mentions - about
+
+
+def listed_positions(events: Sequence[LoggedEvent]) -> list[int]:
+    """The positions the ``clerk-audit.redaction`` events among ``events`` redacted."""
+    listed: set[int] = set()
+    for event in events:
+        if event.event_type == REDACTION_TYPE and event.data is not None:
+            positions = event.data.get("positions")
+            for position in positions if isinstance(positions, list) else ():
+                if type(position) is int and 0 < position < event.position:
+                    listed.add(position)
+    return sorted(listed)
+
+
+@cache
+def _rewrite_sql(spec: EntitySpec) -> str:
+    replaced = (*spec.column_names, "created_at", "updated_at", "data")
+    return (
+        f"UPDATE {spec.table} SET {', '.join(f'{c} = ?' for c in replaced)} "
+        "WHERE id = ? AND event_id = ? AND version_ms = ? AND version_rank = ?"
+    )
+
+
+def _rewrite(spec: EntitySpec, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The parameters of :func:`_rewrite_sql` from an entity row (``fold.entity_row``)."""
+    flattened = row[1 : 1 + len(spec.columns)]
+    common = dict(zip(COMMON_COLUMNS, row[1 + len(spec.columns) :], strict=True))
+    return (
+        *flattened, common["created_at"], common["updated_at"], common["data"], row[0],
+        common["event_id"], common["version_ms"], common["version_rank"],
+    )  # fmt: skip
+
+
+def _failure(position: int, event_id: str, error: BaseException) -> Failure:
+    return position, event_id, f"{type(error).__name__}: {error}"[:1000]
+
+
+def reproject(
+    conn: sqlite3.Connection, log: sqlite3.Connection, positions: Sequence[int]
+) -> list[Failure]:
+    """Re-project ``positions`` (already projected) from their bodies in ``log``, inside the
+    caller's transaction on ``conn``, with ``secure_delete`` on for it. Returns the events
+    that could not be projected (their old rows are gone either way)."""
+    conn.execute("PRAGMA secure_delete = ON")
+    for part in in_chunks(positions):
+        conn.execute(f"DELETE FROM {TIMELINE} WHERE position IN {_in(part)}", part)
+        conn.execute(f"DELETE FROM {ERRORS} WHERE position IN {_in(part)}", part)
+    failures: list[Failure] = []
+    timeline: list[tuple[Any, ...]] = []
+    rewrites: dict[EntitySpec, list[tuple[Any, ...]]] = {}
+    for position, event_id, body, status in read_bodies(log, positions):
+        if status != "ok":
+            continue
+        try:
+            event = parse_logged(position, event_id, body)
+            if event is None:
+                failures.append((position, event_id, "the stored body is not an event"))
+                continue
+            row = timeline_row(event)
+            found = claim(event)
+            entity = entity_row(found, event) if found is not None else None
+        except Exception as error:  # as in the projector: only this event is left out
+            failures.append(_failure(position, event_id, error))
+            continue
+        timeline.append(row)
+        if found is not None and entity is not None:
+            rewrites.setdefault(found.spec, []).append(_rewrite(found.spec, entity))
+    insert_timeline(conn, timeline)
+    for spec, rows in rewrites.items():
+        conn.executemany(_rewrite_sql(spec), rows)
+    return failures
+
+
+def erase_replaced(conn: sqlite3.Connection) -> bool:
+    """After the commit of a redaction's re-projection: move the WAL into the file and
+    truncate it, and turn ``secure_delete`` back to the connection's default. Returns whether
+    the checkpoint completed (readers of older snapshots can hold it back)."""
+    try:
+        return truncate_wal(conn)
+    finally:
+        conn.execute(f"PRAGMA secure_delete = {SECURE_DELETE}")

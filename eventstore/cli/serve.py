@@ -6,11 +6,11 @@ import logging
 from pathlib import Path
 
 import click
-import uvicorn
 
 from eventstore.app import create_app
 from eventstore.cli.options import db_option, projections_option
 from eventstore.db import open_store, probe_writable
+from eventstore.http_server import run_server
 from eventstore.paths import projections_path
 from eventstore.settings import LOG_FORMAT, load_settings
 from eventstore.supervisor import ProjectorProcess
@@ -71,6 +71,4 @@ def command(
     app = create_app(settings)
     _say(f"log {db_path}, projections {projections}; ingest route POST /webhooks/clerk")
     with ProjectorProcess(db_path, projections):
-        uvicorn.run(
-            app, host=host, port=port, log_config=None, log_level=log_level, access_log=False
-        )
+        run_server(app, host=host, port=port, log_level=log_level)

@@ -22,10 +22,12 @@ LOG_PAGE_SIZE = 16_384
 page is left empty around each one (the one-file store took 1.7 bytes per body byte); at
 16 KiB a page holds several. See bench/analysis.md."""
 
-SECURE_DELETE = "OFF"
-"""Debian's SQLite zeroes every freed page by default (``SQLITE_SECURE_DELETE``), which made
-dropping the old layout's projection tables from a large log rewrite them whole through the
-WAL. Nothing is deleted from the log in normal operation, so zeroing protects nothing there."""
+SECURE_DELETE = "FAST"
+"""Zero removed bytes where that costs no extra I/O: inside pages, not freed pages. A page that
+splits or a row rewritten would otherwise leave copies of old bytes in the page's free space,
+beyond the reach of a redaction (``clerk-audit redact`` turns it fully on for its own
+transaction). Debian's SQLite defaults to ON, which zeroes every freed page and made dropping
+the old layout's projection tables from a large log rewrite them whole through the WAL."""
 
 
 def translate(error: sqlite3.Error, path: Path | str = "the store") -> StoreError:

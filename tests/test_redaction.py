@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 
-from eventstore import db as store_db
 from eventstore.db import open_store, transaction
 from eventstore.log import RESERVED_REASON, append_many
 from eventstore.paths import default_projections_path
@@ -187,12 +186,7 @@ def test_verify_passes_after_a_redaction(redacted: tuple[Path, str]) -> None:
     "kind",
     [
         "projections",
-        pytest.param("log", marks=pytest.mark.xfail(
-            store_db.SECURE_DELETE == "OFF", strict=True,
-            reason="eventstore.db.SECURE_DELETE is OFF: the log's writer leaves stale copies of "
-            "bodies in the free space of pages it splits (the root page's first events), which "
-            "no later redaction can reach; FAST prevents them at no extra I/O",
-        )),
+        "log",
     ],
 )  # fmt: skip
 def test_the_user_is_gone_from_every_byte(redacted: tuple[Path, str], kind: str) -> None:

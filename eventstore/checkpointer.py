@@ -4,7 +4,8 @@ users ship elsewhere (``serve --checkpoint-dir``).
 A thread of the server reads the log's chain head every :data:`POLL_S` through a read-only
 connection, and writes ``checkpoint-<position>.json`` (signed when ``CLERK_AUDIT_SIGNING_KEY``
 is set) once the log has grown by ``every_events`` since the last one, or has grown at all
-and ``every_minutes`` have passed. Each file is written whole and renamed into place.
+and ``every_minutes`` have passed, and once more when the server stops. Each file is written
+whole and renamed into place.
 """
 
 from __future__ import annotations
@@ -63,8 +64,13 @@ class Checkpointer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop, with a last checkpoint if the log grew since the one before."""
         self._stop.set()
         self._thread.join()
+        try:
+            self.maybe_write(final=True)
+        except (AuditStoreError, OSError) as error:
+            log.error("could not write the last checkpoint: %s", error)
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_S):
@@ -73,15 +79,15 @@ class Checkpointer:
             except (AuditStoreError, OSError) as error:
                 log.error("could not write a checkpoint: %s", error)
 
-    def maybe_write(self) -> Path | None:
-        """Write a checkpoint if the policy says it is due; returns its path."""
+    def maybe_write(self, *, final: bool = False) -> Path | None:
+        """Write a checkpoint if the policy says it is due (``final``: if the log grew at
+        all); returns its path."""
         with closing(open_reader(self._db_path)) as conn:
             position, head = chain_head(conn)
         grown = position - self.last_position
         elapsed_min = (time.monotonic() - self._last_time) / 60
-        if grown <= 0 or (
-            grown < self._policy.every_events and elapsed_min < self._policy.every_minutes
-        ):
+        due = final or grown >= self._policy.every_events
+        if grown <= 0 or not (due or elapsed_min >= self._policy.every_minutes):
             return None
         checkpoint = Checkpoint(position, head.hex(), now_iso())
         if self._key is not None:

@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eventstore.checkpointer import CheckpointPolicy
+from eventstore.checkpoints import SIGNING_KEY_ENV
 from eventstore.db import BUSY_TIMEOUT_MS
 from eventstore.errors import ConfigurationError
 from eventstore.signing_secrets import (
@@ -23,6 +25,9 @@ DEFAULT_MAX_BODY_BYTES = 1_048_576
 BUSY_TIMEOUT_ENV = "CLERK_AUDIT_BUSY_TIMEOUT_MS"
 """How long a write waits for another connection's lock before answering 503 (milliseconds).
 Keep it well under Svix's 15 s answer deadline."""
+FEED_TOKEN_ENV = "CLERK_AUDIT_FEED_TOKEN"
+"""The bearer token of ``GET /events`` (CONTRACT §9); the route does not exist without it."""
+MIN_FEED_TOKEN_CHARS = 16
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 """How the server (and its projector process) log."""
 
@@ -37,6 +42,8 @@ class Settings:
     dev_secret: bool = False
     """True when the secret is the development one (Clerk's deliveries will not match it)."""
     busy_timeout_ms: int = BUSY_TIMEOUT_MS
+    feed_token: str | None = field(default=None, repr=False)
+    """``CLERK_AUDIT_FEED_TOKEN``: None leaves ``GET /events`` out of the app."""
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int, unit: str) -> int:
@@ -56,6 +63,19 @@ def max_body_bytes(env: Mapping[str, str]) -> int:
 def busy_timeout_ms(env: Mapping[str, str]) -> int:
     """``CLERK_AUDIT_BUSY_TIMEOUT_MS`` as a positive integer (default 5000)."""
     return _positive_int(env, BUSY_TIMEOUT_ENV, BUSY_TIMEOUT_MS, "milliseconds")
+
+
+def feed_token(env: Mapping[str, str]) -> str | None:
+    """``CLERK_AUDIT_FEED_TOKEN`` (None when unset or empty); a short one stops start-up."""
+    token = env.get(FEED_TOKEN_ENV, "").strip()
+    if not token:
+        return None
+    if len(token) < MIN_FEED_TOKEN_CHARS:
+        raise ConfigurationError(
+            f"{FEED_TOKEN_ENV} must be at least {MIN_FEED_TOKEN_CHARS} characters "
+            "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return token
 
 
 def configured_secrets(
@@ -91,6 +111,31 @@ def resolve_secrets(
     return read_dev_secret(path), True
 
 
+CHECKPOINT_DIR_ENV = "CLERK_AUDIT_CHECKPOINT_DIR"
+CHECKPOINT_EVERY_ENV = "CLERK_AUDIT_CHECKPOINT_EVERY"
+CHECKPOINT_MINUTES_ENV = "CLERK_AUDIT_CHECKPOINT_MINUTES"
+
+
+def checkpoint_policy(
+    folder: Path | None, env: Mapping[str, str] | None = None
+) -> CheckpointPolicy | None:
+    """Where and how often ``serve`` writes checkpoints: ``--checkpoint-dir``, else
+    ``CLERK_AUDIT_CHECKPOINT_DIR`` (None: it writes none), every
+    ``CLERK_AUDIT_CHECKPOINT_EVERY`` events (10,000) or ``CLERK_AUDIT_CHECKPOINT_MINUTES``
+    (60), signed with ``CLERK_AUDIT_SIGNING_KEY`` if set."""
+    env = os.environ if env is None else env
+    where = folder or (Path(env[CHECKPOINT_DIR_ENV]) if env.get(CHECKPOINT_DIR_ENV) else None)
+    if where is None:
+        return None
+    key = env.get(SIGNING_KEY_ENV, "").strip()
+    return CheckpointPolicy(
+        where,
+        _positive_int(env, CHECKPOINT_EVERY_ENV, 10_000, "events"),
+        _positive_int(env, CHECKPOINT_MINUTES_ENV, 60, "minutes"),
+        Path(key) if key else None,
+    )
+
+
 def load_settings(
     db_path: Path,
     projections: Path,
@@ -101,6 +146,6 @@ def load_settings(
 ) -> Settings:
     """Settings for ``serve`` from its flags and the environment."""
     env = os.environ if env is None else env
-    limit, busy = max_body_bytes(env), busy_timeout_ms(env)
+    limit, busy, token = max_body_bytes(env), busy_timeout_ms(env), feed_token(env)
     secrets, is_dev = resolve_secrets(db_path, secret, env, announce)
-    return Settings(db_path, projections, secrets, limit, is_dev, busy)
+    return Settings(db_path, projections, secrets, limit, is_dev, busy, token)

@@ -24,6 +24,7 @@ from eventstore.schema import APPLICATION_ID, log_migrations
 from eventstore.writer import AppendJob, append_jobs
 from tests.support.direct import RECEIVED
 from tests.support.ingest import user_created
+from tests.support.server import running_server
 
 CLI = Path(sys.executable).with_name("clerk-audit")
 EVENTS = 12
@@ -241,3 +242,17 @@ def test_the_server_side_checkpointer_writes_when_the_log_grew_enough(
     done = _cli("verify", "--db", str(db_path), "--against", str(written), "--public-key",
                 f"{key}.pub")  # fmt: skip
     assert done.returncode == 0 and "trusted key" in done.stdout, done.stderr
+
+
+def test_serve_writes_checkpoints_into_its_folder_and_a_last_one_when_it_stops(
+    db_path: Path, tmp_path: Path, secret: str
+) -> None:
+    folder = tmp_path / "checkpoints"
+    env = {"CLERK_AUDIT_CHECKPOINT_DIR": str(folder), "CLERK_AUDIT_CHECKPOINT_EVERY": "1000"}
+    with running_server(db_path, secret, env=env) as server:
+        for n in range(3):
+            assert server.post(f"msg_{n}", user_created()).status_code == 200
+    (written,) = folder.iterdir()
+    assert written.name == "checkpoint-000000000003.json"
+    done = _verify(db_path, "--against", str(written))
+    assert done.returncode == 0 and "extends the checkpoint at position 3" in done.stdout

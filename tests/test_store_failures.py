@@ -309,11 +309,6 @@ def adopting_orphans() -> Iterator[None]:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uvicorn re-raises the SIGTERM it captured once server.run() returns, so serve dies "
-    "before ProjectorProcess.__exit__ stops the projector; it is left to notice by --parent",
-)
 def test_a_server_stopped_by_sigterm_stops_its_projector_before_it_exits(tmp_path: Path) -> None:
     with adopting_orphans(), running_server(tmp_path / "audit.db", SECRET) as server:
         projector = projector_pid(server)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
 
 from eventstore.app import create_app
+from eventstore.checkpointer import Checkpointer
 from eventstore.cli.options import db_option, projections_option
+from eventstore.cli.stopping import unwinding_on_stop
 from eventstore.db import open_store, probe_writable
 from eventstore.http_server import run_server
 from eventstore.paths import projections_path
-from eventstore.settings import LOG_FORMAT, load_settings
+from eventstore.settings import LOG_FORMAT, checkpoint_policy, load_settings
 from eventstore.supervisor import ProjectorProcess
 
 
@@ -46,6 +49,13 @@ def _check_store(db_path: Path) -> None:
     show_default=True,
     help="debug also logs every accepted delivery.",
 )
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Write a checkpoint of the chain head here every CLERK_AUDIT_CHECKPOINT_EVERY events "
+    "or CLERK_AUDIT_CHECKPOINT_MINUTES (env CLERK_AUDIT_CHECKPOINT_DIR).",
+)
 def command(
     host: str,
     port: int,
@@ -53,6 +63,7 @@ def command(
     projections_db: Path | None,
     secret: str | None,
     log_level: str,
+    checkpoint_dir: Path | None,
 ) -> None:
     """Run the ingest server (POST /webhooks/clerk, GET /healthz) and the projector.
 
@@ -66,9 +77,11 @@ def command(
     """
     projections = projections_path(db_path, projections_db)
     settings = load_settings(db_path, projections, secret=secret, announce=_say)
+    policy = checkpoint_policy(checkpoint_dir)
     _check_store(db_path)
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     app = create_app(settings)
     _say(f"log {db_path}, projections {projections}; ingest route POST /webhooks/clerk")
-    with ProjectorProcess(db_path, projections):
+    checkpoints = Checkpointer(db_path, policy) if policy else nullcontext()
+    with unwinding_on_stop(), ProjectorProcess(db_path, projections), checkpoints:
         run_server(app, host=host, port=port, log_level=log_level)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from eventstore.db import connect
 from projections.entities import SPECS
+from projections.failures import Failure, failure, record_failures
 from projections.fold import (
     LONG_DIGITS_GLOB,
     TimelineRow,
@@ -38,7 +39,6 @@ from projections.fold import (
     parse_logged,
     timeline_row,
 )
-from projections.projector import Failure, failure, record_failures
 from projections.schema import TIMELINE, TIMELINE_COLUMNS, entity_table_ddl, timeline_ddl
 from projections.tables import create_indexes, create_tables, set_checkpoint
 from projections.winners import Entry, Winner, Winners

@@ -25,10 +25,10 @@ from eventstore.db import connect, open_reader, transaction, translate
 from eventstore.errors import StoreError
 from eventstore.log import log_position
 from projections.apply import apply_events
+from projections.failures import Failure, failure, record_failures
 from projections.files import create_empty, target
 from projections.fold import LoggedEvent, parse_logged
-from projections.redactions import SECURE_DELETE, erase_replaced, listed_positions, reproject
-from projections.schema import ERRORS
+from projections.redactions import erase_replaced, listed_positions, reproject
 from projections.tables import checkpoint, is_current, set_checkpoint
 
 log = logging.getLogger("clerk_audit.projector")
@@ -38,9 +38,6 @@ BATCH = 2_000
 that the projections stay a fraction of a second behind the log."""
 PROJECTIONS_CACHE_KIB = 65_536
 """Each batch touches every projection table and the timeline's seven indexes."""
-
-Failure = tuple[int, str, str]
-"""``(position, event_id, error)``: a row of ``projection_errors``."""
 
 
 class OutOfDate(StoreError):
@@ -128,7 +125,6 @@ class Projector:
         if file is None:
             return
         conn = connect(file, synchronous="NORMAL", cache_kib=PROJECTIONS_CACHE_KIB)
-        conn.execute(f"PRAGMA secure_delete = {SECURE_DELETE}")
         if not is_current(conn):
             conn.close()
             raise OutOfDate(f"{self.projections_path} was built by another version of "
@@ -172,14 +168,3 @@ def _apply_guarded(conn: sqlite3.Connection, events: Sequence[LoggedEvent]) -> l
             failures = [f for event in events for f in _apply_guarded(conn, (event,))]
     conn.execute("RELEASE batch")
     return failures
-
-
-def failure(position: int, event_id: str, error: BaseException) -> Failure:
-    # The message may quote the body (personal data): only its kind goes to the server's log.
-    log.warning("event at position %d could not be projected (%s); the others go on",
-                position, type(error).__name__)  # fmt: skip
-    return position, event_id, f"{type(error).__name__}: {error}"[:1000]
-
-
-def record_failures(conn: sqlite3.Connection, failures: Sequence[Failure]) -> None:
-    conn.executemany(f"INSERT OR REPLACE INTO {ERRORS} VALUES (?, ?, ?)", failures)

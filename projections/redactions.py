@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
 
+from eventstore.db import SECURE_DELETE
 from eventstore.redaction import (
     REDACTION_TYPE,
     Subject,
@@ -33,16 +34,9 @@ from eventstore.redaction import (
 )
 from projections.apply import insert_timeline
 from projections.entities import COMMON_COLUMNS, EntitySpec
+from projections.failures import Failure, failure
 from projections.fold import LoggedEvent, claim, entity_row, parse_logged, timeline_row
 from projections.schema import ERRORS, TIMELINE
-
-Failure = tuple[int, str, str]
-
-SECURE_DELETE = "FAST"
-"""The projector's ``secure_delete`` outside a redaction: SQLite zeroes what it deletes or
-moves inside a page (as when an upsert rewrites a row, or a page splits), at no extra I/O, so
-no stale copy of a row is left in a page for a later redaction to miss. With ``OFF`` (SQLite's
-usual default) a user's earlier snapshots and index keys stay in the free space of pages."""
 
 _BY_ADDRESS = (
     ("organization_invitations", "email_address", "organizationInvitation"),
@@ -146,10 +140,6 @@ def _rewrite(spec: EntitySpec, row: tuple[Any, ...]) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _failure(position: int, event_id: str, error: BaseException) -> Failure:
-    return position, event_id, f"{type(error).__name__}: {error}"[:1000]
-
-
 def reproject(
     conn: sqlite3.Connection, log: sqlite3.Connection, positions: Sequence[int]
 ) -> list[Failure]:
@@ -175,7 +165,7 @@ def reproject(
             found = claim(event)
             entity = entity_row(found, event) if found is not None else None
         except Exception as error:  # as in the projector: only this event is left out
-            failures.append(_failure(position, event_id, error))
+            failures.append(failure(position, event_id, error))
             continue
         timeline.append(row)
         if found is not None and entity is not None:

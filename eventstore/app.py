@@ -8,6 +8,7 @@ in a process of their own, and ``/healthz`` only reads how far they got.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,15 +24,17 @@ from eventstore.errors import (
     BodyIncomplete,
     BodyTooLarge,
     DeliveryRejected,
+    FeedUnauthorized,
     StoreError,
 )
+from eventstore.feed import CommitSignal, Feed
 from eventstore.log import sha256_hex
 from eventstore.records import DeliveryRecord
 from eventstore.settings import Settings
 from eventstore.timefmt import now_iso
 from eventstore.verify import Verifier, claimed_event_id, claimed_timestamp
 from eventstore.writer import AppendJob, DeliveryJob, GroupCommitWriter, PositionJob
-from projections.progress import read_progress
+from projections.progress import ProgressReader
 
 log = logging.getLogger("clerk_audit.ingest")
 
@@ -42,6 +45,8 @@ def error_response(error: AuditStoreError) -> JSONResponse:
     """The HTTP answer for one of our errors (the one place they are translated). Its text is
     ``error.public``: a store error names its file only in the server's log."""
     headers = {"Retry-After": RETRY_AFTER_SECONDS} if error.status == 503 else None
+    if isinstance(error, FeedUnauthorized):
+        headers = {"WWW-Authenticate": 'Bearer realm="clerk-audit feed"'}
     return JSONResponse({"error": error.public}, status_code=error.status, headers=headers)
 
 
@@ -150,21 +155,39 @@ class Service:
         self._settings = settings
         self._writer: GroupCommitWriter | None = None
         self._ingest: Ingest | None = None
+        self._feed: Feed | None = None
+        self._progress = ProgressReader(settings.projections_path)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        signal = CommitSignal(asyncio.get_running_loop())
         self._writer = GroupCommitWriter(
-            self._settings.db_path, busy_timeout_ms=self._settings.busy_timeout_ms
+            self._settings.db_path,
+            busy_timeout_ms=self._settings.busy_timeout_ms,
+            on_commit=signal.committed,
         )
         self._ingest = Ingest(self._settings, self._writer)
+        if self._settings.feed_token is not None:
+            self._feed = Feed(self._settings.db_path, self._settings.feed_token, signal)
         try:
             yield
         finally:
+            if self._feed is not None:
+                self._feed.close()
             self._writer.close()
+            self._progress.close()
 
     async def ingest(self, request: Request) -> Response:
         assert self._ingest is not None, "the app's lifespan has not started"
         return await self._ingest(request)
+
+    async def events(self, request: Request) -> Response:
+        """``GET /events``: the log for downstream workers (``eventstore.feed``)."""
+        assert self._feed is not None, "the app's lifespan has not started"
+        try:
+            return await self._feed.answer(request)
+        except AuditStoreError as error:
+            return error_response(error)
 
     async def healthz(self, request: Request) -> Response:
         """200 while the log can be written, with how far the projections have followed it."""
@@ -173,7 +196,7 @@ class Service:
             position = await self._writer.submit(PositionJob())
         except AuditStoreError as error:
             return error_response(error)
-        progress = read_progress(self._settings.projections_path)
+        progress = self._progress.read()
         return JSONResponse(
             {"status": "ok", "position": position, "projected": progress.position,
              "projection_errors": progress.errors}
@@ -187,4 +210,6 @@ def create_app(settings: Settings) -> Starlette:
         Route("/webhooks/clerk", service.ingest, methods=["POST"]),
         Route("/healthz", service.healthz, methods=["GET"]),
     ]
+    if settings.feed_token is not None:  # no token: no route (404)
+        routes.append(Route("/events", service.events, methods=["GET"]))
     return Starlette(routes=routes, lifespan=service.lifespan)

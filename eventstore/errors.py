@@ -14,6 +14,11 @@ status codes in one place (``eventstore.app``); the CLI prints ``str(error)`` on
     - StoreUnavailable       it cannot commit now: locked too long, disk full, read-only (503)
     - StoreCorrupt           the file is not a readable clerk-audit database
   + SendFailed               ``clerk-audit send`` could not deliver an event
+  + FeedRefused              a request to ``GET /events`` is refused
+    - FeedUnauthorized       no bearer token, or not the configured one (401)
+    - BadFeedRequest         a bad cursor, limit, wait or parameter (400)
+  + ImportRefused            ``clerk-audit import`` refused a line (named by its number)
+  + BackfillFailed           ``clerk-audit backfill`` could not read Clerk's Backend API
 """
 
 from __future__ import annotations
@@ -98,3 +103,29 @@ class StoreCorrupt(StoreError):
 
 class SendFailed(AuditStoreError):
     """``clerk-audit send`` could not reach the server, or a delivery was refused."""
+
+
+class FeedRefused(AuditStoreError):
+    """A request to the consumers' feed (``GET /events``) is refused."""
+
+    status = 400
+    outcome = "rejected"
+
+
+class FeedUnauthorized(FeedRefused):
+    """No bearer token, or not ``CLERK_AUDIT_FEED_TOKEN``."""
+
+    status = 401
+
+
+class BadFeedRequest(FeedRefused):
+    """A bad ``after``, ``limit``, ``wait`` or an unknown parameter: the message says which."""
+
+
+class ImportRefused(AuditStoreError):
+    """An import file's line cannot be imported (truncated, not JSON, wrong hash, ...); the
+    message names the line. Lines before it are imported, nothing from it on."""
+
+
+class BackfillFailed(AuditStoreError):
+    """Clerk's Backend API refused the key, or kept failing after the retries."""

@@ -22,6 +22,10 @@ COMMANDS = {
     "stats": "eventstore.cli.stats",
     "verify": "eventstore.cli.verify",
     "checkpoint": "eventstore.cli.checkpoint",
+    "tail": "eventstore.cli.tail",
+    "export": "eventstore.cli.export",
+    "import": "eventstore.cli.import_",
+    "backfill": "eventstore.cli.backfill",
     "redact": "eventstore.cli.redact",
 }
 

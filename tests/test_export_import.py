@@ -1,0 +1,283 @@
+"""``clerk-audit export`` and ``import`` (CONTRACT §9): the log as NDJSON and back.
+
+A round trip (export, import into a new store, export again) gives identical files, plain and
+gzip, and the same state digest, with bodies of every shape kept byte for byte; import is
+idempotent, keeps ``received_at``, marks what it appended, never breaks the order rule, and
+refuses a bad line with its number, importing the lines before it and nothing after.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventstore.db import open_store, transaction
+from eventstore.errors import ImportRefused
+from eventstore.log import append_many, event_record, sha256_hex
+from eventstore.paths import default_projections_path
+from eventstore.transfer import export_log, import_file
+from projections.files import create_empty
+from tests.support import direct
+from tests.support.store import query
+
+CLI = Path(sys.executable).with_name("clerk-audit")
+
+
+def envelope(event_type: str, object_id: str, updated: int, **data: Any) -> bytes:
+    document = {"data": {"id": object_id, "created_at": 1_700_000_000_000,
+                         "updated_at": updated, **data},
+                "object": "event", "type": event_type}  # fmt: skip
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def deep(levels: int) -> bytes:
+    return b'{"type":"user.updated","data":{"id":"user_deep","x":' + b"[" * (levels - 3) + \
+        b"]" * (levels - 3) + b"}}"  # fmt: skip
+
+
+BODIES: list[tuple[str, bytes]] = [
+    ("msg_1", envelope("user.created", "user_1", 1_700_000_000_000, first_name="Zoë 👋")),
+    ("msg_2", envelope("user.updated", "user_1", 1_700_000_100_000, first_name="Zoé")),
+    ("msg_3", json.dumps({"type": "user.created", "data": {"id": "user_2"}}, indent=2).encode()),
+    ("msg_4", b"not json at all"),
+    ("msg_5", b"[1, 2, 3]"),
+    ("msg_6", b'{"type":"organization.created","data":{"id":"org_1","n":1234567890123456789012}}'),
+    ("msg_7", b"\xff\xfe not UTF-8"),
+    ("msg_8", deep(1024)),
+    ("msg_9", b'{"type":"session.created","data":{"id":"sess_1","s":"a\\"body\\":b\\u2028"}} '),
+    ("msg_10", envelope("organizationMembership.created", "orgmem_1", 1_700_000_000_000,
+                        organization={"id": "org_1"}, public_user_data={"user_id": "user_1"})),
+]  # fmt: skip
+
+
+def fill(path: Path, bodies: list[tuple[str, bytes]], received: str = "2026-01-02T03:04:05.678Z"
+         ) -> None:  # fmt: skip
+    with closing(open_store(path, create=True)) as conn, transaction(conn):
+        append_many(conn, [event_record(event_id=event_id, svix_timestamp=1_767_000_000 + n,
+                                        received_at=received, body=body)
+                           for n, (event_id, body) in enumerate(bodies)])  # fmt: skip
+
+
+def digest(path: Path) -> str:
+    """The state digest of the log's projections, built from nothing."""
+    create_empty(default_projections_path(path))
+    with closing(direct.connect(path)) as conn:
+        direct.project(conn)
+        return direct.digest(conn)
+
+
+def events(path: Path) -> list[dict[str, Any]]:
+    return query(path, "SELECT * FROM events ORDER BY position")
+
+
+def clerk_audit(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "CLERK_AUDIT_DB"}
+    return subprocess.run([str(CLI), *args], capture_output=True, text=True, env=env,
+                          timeout=120)  # fmt: skip
+
+
+def test_every_shape_of_body_survives_a_round_trip(tmp_path: Path) -> None:
+    source, copy = tmp_path / "source.db", tmp_path / "copy.db"
+    fill(source, BODIES)
+    statuses = {row["event_id"]: row["status"] for row in events(source)}
+    assert statuses["msg_4"] == statuses["msg_7"] == "quarantined"
+    assert statuses["msg_8"] == statuses["msg_6"] == "ok"
+
+    export_log(source, tmp_path / "one.ndjson")
+    lines = (tmp_path / "one.ndjson").read_bytes().splitlines()
+    assert len(lines) == len(BODIES)
+    parsed = [json.loads(line) for line in lines[:7]]  # msg_8 is deeper than json's default
+    assert parsed[0]["body"]["data"]["first_name"] == "Zoë 👋"
+    assert parsed[2]["body_text"] == BODIES[2][1].decode()  # JSON over several lines:
+    assert parsed[2]["body"] == json.loads(BODIES[2][1])  # and on one line, for readers
+    assert parsed[3]["body_text"] == "not json at all"
+    assert "body_base64" in parsed[6]
+
+    result = import_file(copy, tmp_path / "one.ndjson")
+    assert (result.imported, result.skipped, result.first, result.last) == (10, 0, 1, 10)
+    export_log(copy, tmp_path / "two.ndjson")
+    assert (tmp_path / "two.ndjson").read_bytes() == (tmp_path / "one.ndjson").read_bytes()
+    assert [(r["event_id"], r["body"]) for r in events(copy)] == BODIES
+    assert events(copy) == events(source)  # every column, chain and received_at included
+    assert digest(copy) == digest(source)
+
+
+def test_the_cli_round_trip_is_identical_gzipped_and_idempotent(tmp_path: Path) -> None:
+    source, copy = tmp_path / "source.db", tmp_path / "copy.db"
+    fill(source, BODIES)
+    first, second = tmp_path / "a.ndjson.gz", tmp_path / "b.ndjson.gz"
+    done = clerk_audit("export", "--db", str(source), "--out", str(first))
+    assert done.returncode == 0, done.stderr
+    assert "exported 10 events (positions 1..10)" in done.stderr
+    assert gzip.decompress(first.read_bytes()).count(b"\n") == 10
+
+    done = clerk_audit("import", "--db", str(copy), str(first))
+    assert done.returncode == 0, done.stderr
+    assert "10 imported (positions 1..10), 0 already stored" in done.stdout
+    assert clerk_audit("export", "--db", str(copy), "--out", str(second)).returncode == 0
+    assert first.read_bytes() == second.read_bytes()
+
+    again = clerk_audit("import", "--db", str(copy), str(first))
+    assert again.returncode == 0, again.stderr
+    assert "0 imported, 10 already stored" in again.stdout
+    assert len(events(copy)) == 10
+
+    (run,) = query(copy, "SELECT * FROM imports")
+    assert run["source"] == "a.ndjson.gz"
+    marks = query(copy, "SELECT * FROM imported_events ORDER BY position")
+    assert [(m["position"], m["import_id"], m["source_position"]) for m in marks] == [
+        (n, run["id"], n) for n in range(1, 11)
+    ]
+
+
+def test_export_after_writes_an_increment_that_imports_on_top(tmp_path: Path) -> None:
+    source, copy = tmp_path / "source.db", tmp_path / "copy.db"
+    fill(source, BODIES[:4])
+    export_log(source, tmp_path / "full.ndjson")
+    import_file(copy, tmp_path / "full.ndjson")
+    fill(source, BODIES[4:])
+    assert export_log(source, tmp_path / "more.ndjson", after=4).events == 6
+    import_file(copy, tmp_path / "more.ndjson")
+    assert events(copy) == events(source)
+
+
+def test_an_import_into_a_busy_store_appends_and_keeps_the_order_rule(tmp_path: Path) -> None:
+    """The imported events land after the target's own, in other positions; the projections
+    are those of the same set of events whatever the order."""
+    history = [
+        ("msg_a", envelope("user.created", "user_1", 1_700_000_000_000, first_name="Old")),
+        ("msg_b", envelope("user.updated", "user_1", 1_700_000_300_000, first_name="Newest")),
+        ("msg_c", envelope("user.updated", "user_1", 1_700_000_200_000, first_name="Newer")),
+    ]
+    exported, target, reference = tmp_path / "x.db", tmp_path / "target.db", tmp_path / "r.db"
+    fill(exported, history[:2])
+    fill(target, history[2:], received="2026-05-05T00:00:00.000Z")
+    fill(reference, history)
+    export_log(exported, tmp_path / "x.ndjson")
+    result = import_file(target, tmp_path / "x.ndjson")
+    assert (result.first, result.last) == (2, 3)
+    rows = events(target)
+    assert [r["event_id"] for r in rows] == ["msg_c", "msg_a", "msg_b"]
+    assert rows[1]["received_at"] == "2026-01-02T03:04:05.678Z"  # kept, not the import's time
+    assert digest(target) == digest(reference)
+    with closing(direct.connect(target)) as conn:
+        assert conn.execute("SELECT first_name FROM users").fetchone() == ("Newest",)
+    verify = clerk_audit("verify", "--db", str(target))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def line_file(tmp_path: Path, lines: list[bytes]) -> Path:
+    path = tmp_path / "bad.ndjson"
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def good_lines(tmp_path: Path) -> list[bytes]:
+    fill(tmp_path / "source.db", BODIES[:4])
+    export_log(tmp_path / "source.db", tmp_path / "good.ndjson")
+    return (tmp_path / "good.ndjson").read_bytes().splitlines(keepends=True)
+
+
+def refused(target: Path, path: Path) -> str:
+    with pytest.raises(ImportRefused) as caught:
+        import_file(target, path)
+    return str(caught.value)
+
+
+def test_a_body_that_does_not_match_its_hash_is_refused_with_its_line(tmp_path: Path) -> None:
+    lines = good_lines(tmp_path)
+    tampered = lines[1].replace(b"Zo\xc3\xa9", b"Zoe")
+    assert tampered != lines[1]
+    target = tmp_path / "target.db"
+    message = refused(target, line_file(tmp_path, [lines[0], tampered, lines[2], lines[3]]))
+    assert "line 2: the body does not match its body_sha256" in message
+    assert "1 events before it were" in message
+    assert [r["event_id"] for r in events(target)] == ["msg_1"]  # before it, nothing after
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda line: line[: len(line) // 2], "not JSON"),  # and joined to the next line
+        (lambda line: b"this is not json\n", "not JSON"),
+        (lambda line: b"[1, 2]\n", "a JSON list, not an object"),
+        (lambda line: line.replace(b'"body_text"', b'"t"').replace(b'"body"', b'"b"'), "no body"),
+        (lambda line: line.replace(b'"status":"ok"', b'"status":"fine"'), "status must be"),
+        (lambda line: line.replace(b'"event_id":"msg_3"', b'"event_id":3'), "event_id must be"),
+    ],
+)
+def test_bad_lines_are_refused_with_their_number(tmp_path: Path, damage: Any, problem: str) -> None:
+    lines = good_lines(tmp_path)
+    target = tmp_path / "target.db"
+    bad = [lines[0], lines[1], damage(lines[2]), lines[3]]
+    message = refused(target, line_file(tmp_path, bad))
+    assert f"line 3: {problem}" in message
+    assert [r["event_id"] for r in events(target)] == ["msg_1", "msg_2"]
+
+
+def test_a_truncated_last_line_is_refused_and_the_rest_imported(tmp_path: Path) -> None:
+    lines = good_lines(tmp_path)
+    target = tmp_path / "target.db"
+    message = refused(target, line_file(tmp_path, [*lines[:3], lines[3][:-40]]))
+    assert "line 4: not a whole JSON object (the line is cut short)" in message
+    assert len(events(target)) == 3
+    import_file(target, tmp_path / "good.ndjson")  # the whole file, once repaired
+    assert len(events(target)) == 4
+
+
+def test_an_event_id_stored_with_another_body_is_refused(tmp_path: Path) -> None:
+    lines = good_lines(tmp_path)
+    target = tmp_path / "target.db"
+    fill(target, [("msg_2", envelope("user.updated", "user_1", 1, first_name="Other"))])
+    message = refused(target, line_file(tmp_path, lines))
+    assert "line 2: event msg_2 is already stored (position 1) with a different body" in message
+    assert [r["event_id"] for r in events(target)] == ["msg_2", "msg_1"]
+
+
+def test_the_cli_names_the_line_and_exits_1(tmp_path: Path) -> None:
+    lines = good_lines(tmp_path)
+    path = line_file(tmp_path, [lines[0], b"oops\n"])
+    done = clerk_audit("import", "--db", str(tmp_path / "t.db"), str(path))
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("clerk-audit: error: ")
+    assert "bad.ndjson: line 2: not JSON" in line
+
+
+def test_an_ok_status_on_a_body_that_is_not_an_event_is_refused(tmp_path: Path) -> None:
+    lines = good_lines(tmp_path)
+    forged = lines[3].replace(b'"status":"quarantined"', b'"status":"ok"')
+    forged = forged.replace(b'"event_type":null', b'"event_type":"user.created"')
+    forged = forged.replace(b'"quarantine_reason":"body is not valid JSON', b'"x":"')
+    message = refused(tmp_path / "t.db", line_file(tmp_path, [forged]))
+    assert "line 1: status is ok but the body is not an event" in message
+
+
+def test_the_exact_text_of_a_multi_line_body_is_checked_not_its_copy(tmp_path: Path) -> None:
+    lines = good_lines(tmp_path)
+    assert b'"body_text"' in lines[2] and b'"body":{' in lines[2]
+    text = json.loads(lines[2])["body_text"]
+    forged = lines[2].replace(json.dumps(text).encode(), json.dumps("garbage").encode())
+    forged = forged.replace(
+        json.loads(lines[2])["body_sha256"].encode(), sha256_hex(b"garbage").encode()
+    )
+    message = refused(tmp_path / "t.db", line_file(tmp_path, [forged]))
+    assert "line 1: status is ok but the body is not an event" in message
+
+
+def test_import_reads_gzip_whatever_the_name(tmp_path: Path) -> None:
+    lines = good_lines(tmp_path)
+    path = tmp_path / "export.data"
+    path.write_bytes(gzip.compress(b"".join(lines)))
+    assert import_file(tmp_path / "t.db", path).imported == 4
+    with closing(sqlite3.connect(tmp_path / "t.db")) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (4,)

@@ -34,7 +34,7 @@ from eventstore.settings import Settings
 from eventstore.timefmt import now_iso
 from eventstore.verify import Verifier, claimed_event_id, claimed_timestamp
 from eventstore.writer import AppendJob, DeliveryJob, GroupCommitWriter, PositionJob
-from projections.progress import ProgressReader
+from projections.progress import read_progress
 
 log = logging.getLogger("clerk_audit.ingest")
 
@@ -156,7 +156,6 @@ class Service:
         self._writer: GroupCommitWriter | None = None
         self._ingest: Ingest | None = None
         self._feed: Feed | None = None
-        self._progress = ProgressReader(settings.projections_path)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -175,7 +174,6 @@ class Service:
             if self._feed is not None:
                 self._feed.close()
             self._writer.close()
-            self._progress.close()
 
     async def ingest(self, request: Request) -> Response:
         assert self._ingest is not None, "the app's lifespan has not started"
@@ -196,7 +194,7 @@ class Service:
             position = await self._writer.submit(PositionJob())
         except AuditStoreError as error:
             return error_response(error)
-        progress = self._progress.read()
+        progress = read_progress(self._settings.projections_path)
         return JSONResponse(
             {"status": "ok", "position": position, "projected": progress.position,
              "projection_errors": progress.errors}

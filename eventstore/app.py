@@ -34,7 +34,7 @@ from eventstore.settings import Settings
 from eventstore.timefmt import now_iso
 from eventstore.verify import Verifier, claimed_event_id, claimed_timestamp
 from eventstore.writer import AppendJob, DeliveryJob, GroupCommitWriter, PositionJob
-from projections.progress import read_progress
+from projections.progress import ProgressReader
 
 log = logging.getLogger("clerk_audit.ingest")
 
@@ -156,6 +156,7 @@ class Service:
         self._writer: GroupCommitWriter | None = None
         self._ingest: Ingest | None = None
         self._feed: Feed | None = None
+        self._progress = ProgressReader(settings.projections_path)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -174,6 +175,7 @@ class Service:
             if self._feed is not None:
                 self._feed.close()
             self._writer.close()
+            self._progress.close()
 
     async def ingest(self, request: Request) -> Response:
         assert self._ingest is not None, "the app's lifespan has not started"
@@ -194,7 +196,7 @@ class Service:
             position = await self._writer.submit(PositionJob())
         except AuditStoreError as error:
             return error_response(error)
-        progress = read_progress(self._settings.projections_path)
+        progress = self._progress.read()
         return JSONResponse(
             {"status": "ok", "position": position, "projected": progress.position,
              "projection_errors": progress.errors}

@@ -54,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import hashlib
-import json
 import os
 import sqlite3
 import time
@@ -63,9 +62,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from eventstore.envelope import load_json, parse_envelope
+from eventstore.envelope import dump_json, load_json, parse_envelope
 from eventstore.log import RESERVED_PREFIX, append_many
 from eventstore.records import EventRecord
 from eventstore.timefmt import iso_ms
@@ -251,39 +248,17 @@ def redact_document(doc: dict[str, Any], subject: Subject, *, whole: bool) -> di
     return out
 
 
-_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
-
-
-def load_body(body: bytes) -> Any:
-    """``eventstore.envelope.load_json(body)``, faster: its test for integers past 64 bits (a
-    run of 19 digits) as a byte translation instead of a regular expression."""
-    if b"0" * 19 not in body.translate(_DIGITS_AS_ZERO):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass  # load_json raises its own error for it
-    return load_json(body)
-
-
-def dump_body(doc: object) -> bytes:
-    """Compact JSON bytes (integers past 64 bits kept exact)."""
-    try:
-        return orjson.dumps(doc)
-    except TypeError:
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def redact_body(body: bytes, subject: Subject, *, whole: bool) -> bytes:
     """The redacted form of a stored body; the body itself when there is nothing to redact
     (already redacted, or not a JSON object)."""
     try:
-        doc = load_body(body)
+        doc = load_json(body)
     except ValueError:
         return body
     if not isinstance(doc, dict):
         return body
     redacted = redact_document(doc, subject, whole=whole)
-    return body if redacted == doc else dump_body(redacted)
+    return body if redacted == doc else dump_json(redacted).encode()
 
 
 # -- the log transaction ----------------------------------------------------------------------
@@ -350,7 +325,7 @@ def redaction_record(
             "body_sha256": [hashlib.sha256(body).hexdigest() for _, body in bodies],
         },
     }
-    body = dump_body(document)
+    body = dump_json(document).encode()
     envelope = parse_envelope(body)
     return EventRecord(
         event_id=event_id,

@@ -29,10 +29,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from eventstore.db import connect
+from eventstore.envelope import LONG_NUMBER_GLOB
 from projections.entities import SPECS
 from projections.failures import Failure, failure, record_failures
 from projections.fold import (
-    LONG_DIGITS_GLOB,
     TimelineRow,
     claim,
     entity_row,
@@ -70,12 +70,12 @@ def scan(
 ) -> Iterator[list[tuple[int, str, bytes, int]]]:
     """The log's ``ok`` events in ``(after, upto]`` as ``(position, event_id, body,
     long_digits)``, in position order, in batches. SQLite tells whether a body has a long run
-    of digits (``projections.fold.load_body``), in C."""
+    of digits (``eventstore.envelope.has_long_number``), in C."""
     sql = (
         "SELECT position, event_id, body, CAST(body AS TEXT) GLOB ? FROM events "
         "WHERE position > ? AND position <= ? AND status = 'ok' ORDER BY position LIMIT ?"
     )
-    while rows := conn.execute(sql, (LONG_DIGITS_GLOB, after, upto, batch)).fetchall():
+    while rows := conn.execute(sql, (LONG_NUMBER_GLOB, after, upto, batch)).fetchall():
         yield rows
         after = rows[-1][0]
 

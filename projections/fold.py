@@ -13,12 +13,9 @@ A rebuild runs this for every event of the log, so the per-event records are nam
 
 from __future__ import annotations
 
-import json
 from typing import Any, NamedTuple
 
-import orjson
-
-from eventstore.envelope import load_json, split_type
+from eventstore.envelope import dump_json, load_json, split_type
 from eventstore.timefmt import iso_ms, occurred_ms
 from projections.entities import BY_OBJECT_TYPE, EntitySpec
 from projections.fields import Doc, iso, ms, obj, text
@@ -46,41 +43,15 @@ class LoggedEvent(NamedTuple):
     """Clerk's time for the event (CONTRACT §6), ISO-8601."""
 
 
-_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
-_LONG_DIGITS = b"0" * 19
-LONG_DIGITS_GLOB = "*" + "[0-9]" * 19 + "*"
-"""The same test in SQL (``body GLOB ...``), for a rebuild that reads bodies by the million."""
-
-
-def has_long_digits(body: bytes) -> bool:
-    """Whether ``body`` has a run of 19 or more ASCII digits (``load_json``'s test, which as a
-    regular expression costs several times orjson's whole parse of a 2 KB body)."""
-    return _LONG_DIGITS in body.translate(_DIGITS_AS_ZERO)
-
-
-def load_body(body: bytes, long_digits: bool | None = None) -> Any:
-    """``eventstore.envelope.load_json(body)``, the same value or error, faster.
-
-    :param long_digits: whether ``body`` has a run of 19 or more digits, when already known.
-    """
-    if long_digits is None:
-        long_digits = has_long_digits(body)
-    if not long_digits:
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass  # load_json raises its own error for it
-    return load_json(body)
-
-
 def parse_logged(
     position: int, event_id: str, body: bytes, long_digits: bool | None = None
 ) -> LoggedEvent | None:
     """The event at ``position``; None if its body is not an event (never projected).
 
-    :param long_digits: see :func:`load_body`.
+    :param long_digits: whether ``body`` has a long run of digits, when already known
+        (``eventstore.envelope.has_long_number``).
     """
-    return logged_event(position, event_id, load_body(body, long_digits))
+    return logged_event(position, event_id, load_json(body, long_digits))
 
 
 def logged_event(position: int, event_id: str, doc: object) -> LoggedEvent | None:
@@ -137,14 +108,6 @@ def claim(event: LoggedEvent) -> Claim | None:
     full = not (is_delete and is_stub(data))
     key = (full, version_ms(event.doc, data), version_rank(event.action), event.event_id)
     return Claim(spec, entity_id, key, is_delete, event.occurred_at if is_delete else None)
-
-
-def dump_json(value: object) -> str:
-    """Compact JSON text of a parsed value (integers past 64 bits included)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def entity_row(

@@ -23,11 +23,11 @@ from functools import cache
 from typing import Any
 
 from eventstore.db import SECURE_DELETE
+from eventstore.envelope import load_json
 from eventstore.redaction import (
     REDACTION_TYPE,
     Subject,
     in_chunks,
-    load_body,
     read_bodies,
     subject_values,
     truncate_wal,
@@ -96,7 +96,7 @@ def find_events(
     for _, _, body, status in read_bodies(log, own | sessions):
         if status == "ok":
             try:
-                documents.append(load_body(body))
+                documents.append(load_json(body))
             except ValueError:
                 continue
     subject = subject_values(user_id, documents)

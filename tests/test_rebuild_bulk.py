@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from eventstore.envelope import has_long_number
 from eventstore.paths import default_projections_path
 from projections import bulk, rebuild
 from projections.files import target
-from projections.fold import has_long_digits
 from projections.schema import ERRORS, PROJECTION_TABLES
 from tests.support.direct import append_all, connect, digest, new_store
 from tests.support.history import envelope
@@ -193,7 +193,7 @@ def test_a_rebuild_killed_midway_leaves_the_published_projections_and_the_next_c
 )  # fmt: skip
 def test_long_digits_are_found_alike_in_python_sql_and_the_envelope(body: bytes) -> None:
     expected = re.search(rb"\d{19,}", body) is not None
-    assert has_long_digits(body) == expected
+    assert has_long_number(body) == expected
     with closing(sqlite3.connect(":memory:")) as conn:
         conn.execute("CREATE TABLE events (position INTEGER PRIMARY KEY, event_id, body, status)")
         conn.execute("INSERT INTO events VALUES (1, 'msg', ?, 'ok')", (body,))

@@ -18,6 +18,7 @@ from pathlib import Path
 from bench.disk import run_disk
 from bench.genlog import cached_log
 from bench.ingest import run_ingest
+from bench.integrity import run_integrity
 from bench.machine import describe, load_average
 from bench.peer import run_peer
 from bench.profile import QUICK, Profile
@@ -33,8 +34,12 @@ RUNNERS: dict[str, Callable[[Profile, Path], Section]] = {
     "rebuild": run_rebuild,
     "disk": run_disk,
     "peer": run_peer,
+    "integrity": run_integrity,
 }
-TITLES = {"ingest": "Ingest", "rebuild": "Rebuild", "disk": "Disk", "peer": "Peer: eventsourcing"}
+TITLES = {
+    "ingest": "Ingest", "rebuild": "Rebuild", "disk": "Disk", "peer": "Peer: eventsourcing",
+    "integrity": "Integrity",
+}  # fmt: skip
 
 
 def _arguments() -> argparse.Namespace:

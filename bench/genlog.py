@@ -26,18 +26,20 @@ from pathlib import Path
 
 from bench.bodies import INSTANCE_ID, Renderer
 from bench.workload import plan
+from eventstore.chain import GENESIS, link
 from eventstore.db import open_store, transaction
 from eventstore.log import EVENT_COLUMNS, event_record, sha256_hex
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 SEED = 20260804
 CHUNK = 5000
 CHECK_EVERY = 997
 RECEIVED_T0_MS = 1_785_000_000_000
 INSERT = (
-    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}, position, chain) "
+    f"VALUES ({', '.join('?' * (2 + len(EVENT_COLUMNS)))})"
 )
+_ID, _SHA = EVENT_COLUMNS.index("event_id"), EVENT_COLUMNS.index("body_sha256")
 Row = tuple[object, ...]
 SCHEMA_PRAGMAS = ("journal_mode", "page_size", "application_id")
 """Compared between a fresh store and the generated one, and part of the cache's name: a log
@@ -150,13 +152,24 @@ def _drop_insert_work(conn: sqlite3.Connection) -> list[str]:
     return [sql for _kind, _name, sql in rows]
 
 
+def _chained(rows: list[Row], first: int, previous: bytes) -> tuple[list[Row], bytes]:
+    """``rows`` with their positions (from ``first``) and chain values, as the writer makes
+    them (``eventstore.chain``): a generated log verifies."""
+    out: list[Row] = []
+    for position, row in enumerate(rows, first):
+        previous = link(previous, position, str(row[_ID]), str(row[_SHA]))
+        out.append((*row, position, previous.hex()))
+    return out, previous
+
+
 def _insert_all(conn: sqlite3.Connection, events: int) -> None:
     specs = plan(events, seed=SEED)
-    written, started = 0, time.monotonic()
+    written, started, previous = 0, time.monotonic(), GENESIS
     with get_context("fork").Pool(processes=max(1, min(2, os.cpu_count() or 1))) as pool:
         for rows in pool.imap(_rows, _jobs(specs), chunksize=1):
+            chained, previous = _chained(rows, written + 1, previous)
             with transaction(conn):
-                conn.executemany(INSERT, rows)
+                conn.executemany(INSERT, chained)
             written += len(rows)
             _progress(written, events, started)
 

@@ -91,4 +91,23 @@ def evaluate(sections: Sections) -> list[Target]:
                "x", rebuild_peer),
         Target("log on disk ≤ 1.3 x body bytes", m("disk", "log.per_body_byte"), 1.3, "<=", "x",
                disk),
+        *_integrity(sections, m),
+    ]  # fmt: skip
+
+
+def _integrity(sections: Sections, m: Callable[[str, str], float]) -> list[Target]:
+    """Issue 14's targets; the chain's share of ingest CPU per request needs both sections."""
+    integrity = _missing(sections, "integrity")
+    cpu_us = ratio(
+        m("ingest", "clerk-audit.server_main_cpu") * 1e6, m("ingest", "clerk-audit.requests_per_s")
+    )
+    return [
+        Target("chain ≤ 5% of ingest CPU per request", ratio(m("integrity", "chain.link_us"),
+               cpu_us), 0.05, "<=", "x", _missing(sections, "integrity", "ingest")),
+        Target("verify ≥ 200,000 events/s (1M log)", m("integrity", "verify.events_per_s"),
+               200_000, ">=", "events/s", integrity),
+        Target("verify ≥ 0.5 x bare SHA-256 pass", m("integrity", "verify.ratio"), 0.5, ">=",
+               "x", integrity),
+        Target("redact a user with 1,000 events < 1 s (1M log)", m("integrity", "redact.seconds"),
+               1.0, "<", "s", integrity),
     ]  # fmt: skip

@@ -28,7 +28,7 @@ from typing import Any
 import click
 import yaml
 
-from eventstore.cli.options import db_option
+from eventstore.cli.options import db_option, projections_option
 from eventstore.db import translate
 from eventstore.errors import ConfigurationError, StoreCorrupt
 from eventstore.paths import projections_path
@@ -168,14 +168,7 @@ def run_datasette(args: list[str], log: Path, projections: Path) -> None:
 
 @click.command("datasette")
 @db_option
-@click.option(
-    "--projections-db",
-    "projections_db",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="The projections file (env CLERK_AUDIT_PROJECTIONS_DB; default: beside the log, "
-    "data/audit.db -> data/audit.projections.db).",
-)
+@projections_option
 @click.option(
     "--metadata",
     "metadata_path",

@@ -124,10 +124,6 @@ def has_long_number(body: bytes) -> bool:
     return _LONG_RUN in body.translate(_DIGITS_AS_ZEROS)
 
 
-LONG_NUMBER_GLOB = "*" + "[0-9]" * 19 + "*"
-""":func:`has_long_number` in SQL (``CAST(body AS TEXT) GLOB ...``), for a rebuild that reads
-bodies by the million."""
-
 
 def load_json(body: bytes, long_number: bool | None = None) -> Any:
     """Parse JSON bytes strictly (orjson's rules: UTF-8, no NaN or Infinity, no lone

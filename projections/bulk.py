@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from eventstore.db import connect
-from eventstore.envelope import LONG_NUMBER_GLOB
 from projections.entities import SPECS
 from projections.failures import Failure, failure, record_failures
 from projections.fold import (
@@ -67,15 +66,14 @@ _winners: dict[str, Winners] = {}
 
 def scan(
     conn: sqlite3.Connection, after: int, upto: int, batch: int = FETCH_BATCH
-) -> Iterator[list[tuple[int, str, bytes, int]]]:
-    """The log's ``ok`` events in ``(after, upto]`` as ``(position, event_id, body,
-    long_digits)``, in position order, in batches. SQLite tells whether a body has a long run
-    of digits (``eventstore.envelope.has_long_number``), in C."""
+) -> Iterator[list[tuple[int, str, bytes]]]:
+    """The log's ``ok`` events in ``(after, upto]`` as ``(position, event_id, body)``, in
+    position order, in batches."""
     sql = (
-        "SELECT position, event_id, body, CAST(body AS TEXT) GLOB ? FROM events "
+        "SELECT position, event_id, body FROM events "
         "WHERE position > ? AND position <= ? AND status = 'ok' ORDER BY position LIMIT ?"
     )
-    while rows := conn.execute(sql, (LONG_NUMBER_GLOB, after, upto, batch)).fetchall():
+    while rows := conn.execute(sql, (after, upto, batch)).fetchall():
         yield rows
         after = rows[-1][0]
 
@@ -106,13 +104,13 @@ def _part_connection(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _reduce(key: str, timeline: list[TimelineRow], rows: list[tuple[int, str, bytes, int]],
+def _reduce(key: str, timeline: list[TimelineRow], rows: list[tuple[int, str, bytes]],
             failures: list[Failure]) -> None:  # fmt: skip
     winners = _winners.setdefault(key, Winners())
     add = winners.add
-    for position, event_id, body, long_digits in rows:
+    for position, event_id, body in rows:
         try:
-            event = parse_logged(position, event_id, body, bool(long_digits))
+            event = parse_logged(position, event_id, body)
             if event is None:
                 raise ValueError("the stored body is not an event")
             row = timeline_row(event)

@@ -79,7 +79,7 @@ class StoreError(AuditStoreError):
         self._public = public
 
     def __reduce__(self) -> tuple[type[StoreError], tuple[str, str | None]]:
-        """Pickled whole (the writer process sends its errors to the server's)."""
+        """Pickled whole (a rebuild's worker processes send their errors back)."""
         return type(self), (str(self), self._public)
 
     @property

@@ -53,17 +53,14 @@ def event_record(
     digest = sha256_hex(body)
     try:
         document = parse_document(body)
+        if document["type"].startswith(RESERVED_PREFIX):
+            raise NotAnEvent(RESERVED_REASON)
     except NotAnEvent as reason:
         return EventRecord(
             event_id, None, None, None, None, None, received_at, svix_timestamp, body, digest,
             "quarantined", str(reason),
         )  # fmt: skip
     envelope = Envelope.model_validate(document)
-    if envelope.type.startswith(RESERVED_PREFIX):
-        return EventRecord(
-            event_id, None, None, None, None, None, received_at, svix_timestamp, body, digest,
-            "quarantined", RESERVED_REASON,
-        )  # fmt: skip
     return EventRecord(
         event_id=event_id,
         event_type=envelope.type,

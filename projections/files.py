@@ -33,16 +33,18 @@ def generation_path(path: Path, number: int) -> Path:
     return path.with_name(f"{path.stem}.g{number}{path.suffix}")
 
 
-def _generations(path: Path) -> list[int]:
+def generations(path: Path) -> dict[int, Path]:
+    """Every generation file beside the projections path ``path``, by number."""
     pattern = re.compile(rf"{re.escape(path.stem)}\.g(\d+){re.escape(path.suffix)}")
     if not path.parent.is_dir():
         raise ConfigurationError(f"folder {path.parent} does not exist")
-    return [int(m.group(1)) for f in path.parent.iterdir() if (m := pattern.fullmatch(f.name))]
+    found = ((pattern.fullmatch(f.name), f) for f in path.parent.iterdir())
+    return {int(match.group(1)): file for match, file in found if match}
 
 
 def next_generation(path: Path) -> Path:
     """A new generation file's path (one past every generation beside ``path``)."""
-    return generation_path(path, max(_generations(path), default=0) + 1)
+    return generation_path(path, max(generations(path), default=0) + 1)
 
 
 def target(path: Path) -> Path | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import gc
 import os
-import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -29,7 +28,7 @@ from eventstore.errors import ConfigurationError
 from eventstore.log import log_position
 from projections.bulk import build, remove_parts
 from projections.digest import digests_in_workers, state_digest, table_digests
-from projections.files import next_generation, publish, remove, target
+from projections.files import generations, next_generation, publish, remove, target
 from projections.projector import Projector
 from projections.tables import checkpoint, is_current, row_counts
 from projections.workers import workers_for
@@ -120,12 +119,8 @@ def _remove_unpublished(projections_path: Path) -> None:
     """Delete the generations a stopped rebuild left (every one but the published one), and
     their part files."""
     current = target(projections_path)
-    folder, stem, suffix = projections_path.parent, projections_path.stem, projections_path.suffix
-    pattern = re.compile(rf"{re.escape(stem)}\.g\d+{re.escape(suffix)}")
-    if not folder.is_dir():
-        return
-    for file in folder.iterdir():
-        if pattern.fullmatch(file.name) and file.resolve() != current:
+    for file in generations(projections_path).values():
+        if file.resolve() != current:
             remove(file)
             remove_parts(file)
 

@@ -40,6 +40,9 @@ PROJECTIONS_CACHE_KIB = 65_536
 """Each batch touches every projection table and the timeline's seven indexes."""
 
 
+_NO_BOUND = 2**63 - 1
+
+
 class OutOfDate(StoreError):
     """The projections file was built by another version of the code: rebuild it."""
 
@@ -96,7 +99,7 @@ class Projector:
         return total
 
     def _read(self, after: int, upto: int | None) -> list[tuple[int, str, bytes, str]]:
-        last = self.head() if upto is None else upto
+        last = _NO_BOUND if upto is None else upto  # no look-up of the head: read what is there
         try:
             return self._log.execute(
                 "SELECT position, event_id, body, status FROM events "

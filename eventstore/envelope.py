@@ -124,7 +124,6 @@ def has_long_number(body: bytes) -> bool:
     return _LONG_RUN in body.translate(_DIGITS_AS_ZEROS)
 
 
-
 def load_json(body: bytes, long_number: bool | None = None) -> Any:
     """Parse JSON bytes strictly (orjson's rules: UTF-8, no NaN or Infinity, no lone
     surrogates, at most 1,024 levels deep), keeping integers past 64 bits exact.

@@ -18,7 +18,6 @@ import hmac
 import json
 import secrets
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,17 +28,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventstore.paths import default_projections_path
 from eventstore.samples import sample_body, sample_names
 from tests.support.ingest import new_agent, only_delivery, sha256, signed, user_created
 from tests.support.server import CLI, Server, running_server
 from tests.support.signing import new_event_id, new_secret, signed_headers
-from tests.support.store import events_by_id, query
+from tests.support.store import events_by_id, query_projections
 
 LIMIT = 32 * 1024
 """The small server's ``CLERK_AUDIT_MAX_BODY_BYTES``."""
 DEFAULT_LIMIT = 1024 * 1024
-PROJECTION_TIMEOUT = 30.0
 BIG = 2**70 + 1
 """An integer past 64 bits that no float holds exactly."""
 LONG_DIGITS = "12345678901234567890"
@@ -179,21 +176,8 @@ def assert_healthy(server: Server, client: httpx.Client, since: int) -> None:
     assert errors == [], "".join(server.lines[since:])
 
 
-def wait_projected(server: Server, client: httpx.Client) -> dict[str, Any]:
-    """Poll ``/healthz`` until the projections have caught up with the log; its answer."""
-    deadline = time.monotonic() + PROJECTION_TIMEOUT
-    while True:
-        response = client.get(f"{server.url}/healthz")
-        assert response.status_code == 200, response.text
-        health: dict[str, Any] = response.json()
-        if health["projected"] == health["position"]:
-            return health
-        assert time.monotonic() < deadline, f"projections stuck at {health}:\n{server.log}"
-        threading.Event().wait(0.02)
-
-
 def projections(server: Server, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    return query(default_projections_path(server.db_path), sql, params)
+    return query_projections(server.db_path, sql, params)
 
 
 def projection_errors(server: Server, event_ids: list[str]) -> list[dict[str, Any]]:
@@ -283,7 +267,7 @@ def test_a_user_just_under_1_mib_is_stored_and_projected_and_ingest_carries_on(
     again = send(server, client, sent.body, streamed=streamed, event_id=sent.event_id)
     assert_appended(server, again, "duplicate")  # Svix's retry of it
     assert_healthy(server, client, since)
-    wait_projected(server, client)
+    server.wait_projected()
     assert projection_errors(server, [sent.event_id]) == []
     data = json.loads(sent.body)["data"]
     (user,) = projections(server, "SELECT event_id, data FROM users WHERE id = ?", (data["id"],))
@@ -339,7 +323,7 @@ def test_every_shape_of_data_is_stored_and_only_an_object_with_an_id_is_an_entit
     assert (event["event_type"], event["object_type"]) == ("user.created", "user")
     assert event["object_id"] == (user_id if entity else None)
     assert event["occurred_at"] == "2026-08-06T07:06:40.000Z"
-    wait_projected(small, client)
+    small.wait_projected()
     by_event = (sent.event_id,)
     timeline = projections(
         small, "SELECT object_id FROM audit_timeline WHERE event_id = ?", by_event
@@ -378,7 +362,7 @@ def test_integers_past_64_bits_stay_exact_in_the_projections_and_after_a_rebuild
         assert_appended(small, send(small, client, json.dumps(document).encode()))
 
     def check_exact() -> None:
-        assert wait_projected(small, client)["projected"] > 0
+        assert small.wait_projected()["projected"] > 0
         for table, document in entities:
             entity_id = document["data"]["id"]
             (row,) = projections(small, f"SELECT data FROM {table} WHERE id = ?", (entity_id,))
@@ -408,7 +392,7 @@ def test_deep_nesting_is_stored_up_to_the_parsers_limit_and_quarantined_past_it(
     since, user_id = len(small.lines), new_user_id()
     sent = send(small, client, nested(user_id, depth))
     event = assert_appended(small, sent, outcome)
-    wait_projected(small, client)
+    small.wait_projected()
     by_event = (sent.event_id,)
     users = projections(small, "SELECT data FROM users WHERE event_id = ?", by_event)
     if outcome == "stored":
@@ -442,7 +426,7 @@ def test_an_event_within_1024_levels_is_stored_and_projected_whatever_digits_it_
     sent = send(server, client, nested(user_id, depth, extra))
     assert_appended(server, sent)
     assert_healthy(server, client, since)
-    wait_projected(server, client)
+    server.wait_projected()
     assert projection_errors(server, [sent.event_id]) == []
     (user,) = projections(server, "SELECT event_id, data FROM users WHERE id = ?", (user_id,))
     assert user["event_id"] == sent.event_id
@@ -462,7 +446,7 @@ def test_deep_events_with_long_digit_runs_project_as_they_were_stored(
         assert {s.response.status_code for s in sent} == {200}
         stored = [s.event_id for s in sent if s.response.json()["status"] == "stored"]
         assert stored, "no deep event was stored at all"
-        wait_projected(server, own)
+        server.wait_projected()
     assert projection_errors(server, stored) == []
     checked = rebuild(server, "--check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -500,7 +484,7 @@ def test_a_signed_body_that_is_not_an_event_is_quarantined_and_ingest_carries_on
     event = assert_appended(small, sent, "quarantined")
     assert (event["event_type"], event["object_id"]) == (None, None)
     assert reason in event["quarantine_reason"]
-    wait_projected(small, client)
+    small.wait_projected()
     by_event = (sent.event_id,)
     assert projections(small, "SELECT * FROM audit_timeline WHERE event_id = ?", by_event) == []
     assert projection_errors(small, [sent.event_id]) == []
@@ -518,7 +502,7 @@ def test_duplicate_keys_the_last_one_wins_in_the_log_and_the_projections(
     sent = send(small, client, body)
     event = assert_appended(small, sent)
     assert (event["event_type"], event["object_id"]) == ("user.created", last)
-    wait_projected(small, client)
+    small.wait_projected()
     rows = projections(small, "SELECT id, first_name FROM users WHERE id IN (?, ?)", (first, last))
     assert rows == [{"id": last, "first_name": "Last"}]
     timeline = projections(
@@ -752,7 +736,7 @@ def test_any_json_event_is_stored_projected_and_matches_a_rebuild(
 
     deliver()
     assert_healthy(small, client, since)
-    health = wait_projected(small, client)
+    health = small.wait_projected()
     assert projection_errors(small, stored) == []
     assert health["projection_errors"] == 0
     checked = rebuild(small, "--check")

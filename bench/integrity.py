@@ -16,9 +16,9 @@ from pathlib import Path
 from bench.genlog import ensure_log
 from bench.profile import Profile
 from bench.stats import Section, ratio
-from eventstore.chain import GENESIS, link, verify_rows
+from eventstore.chain import GENESIS, link
+from eventstore.chain_check import verify_log
 from eventstore.db import open_reader, open_store, transaction
-from eventstore.log import chain_rows
 from eventstore.writer import AppendJob, append_jobs
 
 REDACTED_EVENTS = 1_000
@@ -39,9 +39,7 @@ def _bare_sha256(log: Path) -> float:
 
 def _verify(log: Path) -> tuple[float, int]:
     started = time.perf_counter()
-    with closing(open_reader(log)) as conn:
-        conn.execute("BEGIN")
-        report = verify_rows(chain_rows(conn))
+    report = verify_log(log)
     if report.broken is not None:
         raise RuntimeError(f"the bench log does not verify: {report.broken}")
     return time.perf_counter() - started, report.events

@@ -167,11 +167,15 @@ def log_position(conn: sqlite3.Connection) -> int:
     return int(position)
 
 
-def chain_rows(conn: sqlite3.Connection, batch: int = 2_000) -> Iterator[list[ChainRow]]:
-    """Every event as ``(position, event_id, body, body_sha256, chain)``, in position order,
-    ``batch`` at a time."""
+def chain_rows(
+    conn: sqlite3.Connection, first: int = 1, last: int | None = None, batch: int = 2_000
+) -> Iterator[list[ChainRow]]:
+    """The events from ``first`` to ``last`` (the head, when None) as ``(position, event_id,
+    body, body_sha256, chain)``, in position order, ``batch`` at a time."""
     cursor = conn.execute(
-        "SELECT position, event_id, body, body_sha256, chain FROM events ORDER BY position"
+        "SELECT position, event_id, body, body_sha256, chain FROM events "
+        "WHERE position BETWEEN ? AND ? ORDER BY position",
+        (first, last if last is not None else 2**63 - 1),
     )
     while rows := cursor.fetchmany(batch):
         yield rows

@@ -105,12 +105,12 @@ def _part_connection(path: Path) -> sqlite3.Connection:
 
 
 def _reduce(key: str, timeline: list[TimelineRow], rows: list[tuple[int, str, bytes]],
-            failures: list[Failure]) -> None:  # fmt: skip
+            failures: list[Failure], instance: str | None) -> None:  # fmt: skip
     winners = _winners.setdefault(key, Winners())
     add = winners.add
     for position, event_id, body in rows:
         try:
-            event = parse_logged(position, event_id, body)
+            event = parse_logged(position, event_id, body, instance=instance)
             if event is None:
                 raise ValueError("the stored body is not an event")
             row = timeline_row(event)
@@ -124,7 +124,9 @@ def _reduce(key: str, timeline: list[TimelineRow], rows: list[tuple[int, str, by
                 found.deleted_at)  # fmt: skip
 
 
-def fold_part(log: str, file: str, part: str, after: int, upto: int) -> tuple[int, list[Failure]]:
+def fold_part(
+    log: str, file: str, part: str, after: int, upto: int, instance: str | None = None
+) -> tuple[int, list[Failure]]:
     """(Run by a worker.) Fold the events in ``(after, upto]``: their timeline rows into the
     part file ``part``, their claims into this process's winners for ``file``. Returns how many
     events it read and those that could not be folded."""
@@ -136,7 +138,7 @@ def fold_part(log: str, file: str, part: str, after: int, upto: int) -> tuple[in
         out.execute(timeline_ddl(TIMELINE))
         for rows in scan(source, after, upto):
             timeline: list[TimelineRow] = []
-            _reduce(file, timeline, rows, failures)
+            _reduce(file, timeline, rows, failures, instance)
             out.executemany(_INSERT_TIMELINE, timeline)
             count += len(rows)
         out.execute("COMMIT")
@@ -173,7 +175,7 @@ def entity_part(log: str, part: str, winners: Sequence[Winner]) -> tuple[list[st
                 if name != table:
                     _flush(out, table, rows, tables)
                     table, rows = name, []
-                try:
+                try:  # a winner's event belongs to the configured instance: it made a claim
                     event = parse_logged(*events[position])
                     found = claim(event) if event is not None else None
                     if event is not None and found is not None:
@@ -235,11 +237,11 @@ def bulk_connection(file: Path) -> sqlite3.Connection:
 
 def _timeline(
     conn: sqlite3.Connection, run: Pool, log: str, file: Path, upto: int,
-    progress: Progress | None,
+    progress: Progress | None, instance: str | None,
 ) -> int:  # fmt: skip
     """Fold the log into timeline part files, copying each into ``conn`` in log order."""
     parts = [(after, last, part_path(file, f"t{after}")) for after, last in _chunks(upto)]
-    jobs = [(log, str(file), str(part), after, last) for after, last, part in parts]
+    jobs = [(log, str(file), str(part), after, last, instance) for after, last, part in parts]
     count = 0
     for (_, _, part), (folded, failures) in zip(parts, run(fold_part, jobs), strict=True):
         _copy(conn, part, (TIMELINE,))
@@ -267,19 +269,20 @@ def build(
     upto: int,
     progress: Progress | None = None,
     workers: int | None = None,
+    instance: str | None = None,
 ) -> int:
-    """Create the projections file ``file`` from the log up to ``upto``; returns the number
-    of events projected. ``workers``: processes that parse and fold (None: one per core for a
-    large log, none for a small one)."""
+    """Create the projections file ``file`` from the log up to ``upto`` for the Clerk instance
+    ``instance``; returns the number of events projected. ``workers``: processes that parse
+    and fold (None: one per core for a large log, none for a small one)."""
     remove_parts(file)
     conn = bulk_connection(file)
     log, key = str(log_path), str(file)
     try:
         conn.execute("BEGIN")
-        create_tables(conn)
+        create_tables(conn, instance)
         conn.execute("COMMIT")
         with worker_pool(workers_for(upto, workers)) as run:
-            count = _timeline(conn, run, log, file, upto, progress)
+            count = _timeline(conn, run, log, file, upto, progress, instance)
             winners = Winners()
             for tables in run.each(take_winners, key):
                 winners.merge(tables)

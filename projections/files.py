@@ -82,14 +82,15 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def create_empty(path: Path) -> None:
-    """Publish a new, empty generation at ``path`` (nothing projected yet)."""
+def create_empty(path: Path, instance: str | None = None) -> None:
+    """Publish a new, empty generation at ``path`` (nothing projected yet), for the Clerk
+    instance ``instance``."""
     new = next_generation(path)
     conn = connect(new, synchronous="NORMAL")
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("BEGIN IMMEDIATE")
-        create_schema(conn)
+        create_schema(conn, instance)
         conn.execute("COMMIT")
     except sqlite3.Error as error:
         raise translate(error, new) from error

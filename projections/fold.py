@@ -19,6 +19,7 @@ from eventstore.envelope import dump_json, load_json, split_type
 from eventstore.timefmt import iso_ms, occurred_ms
 from projections.entities import BY_OBJECT_TYPE, EntitySpec
 from projections.fields import Doc, iso, ms, obj, text
+from projections.instance import other_instance
 from projections.timeline import timeline_fields
 
 RANK_CREATED, RANK_OTHER, RANK_DELETED = 0, 1, 2
@@ -41,20 +42,30 @@ class LoggedEvent(NamedTuple):
     data: Doc | None
     occurred_at: str | None
     """Clerk's time for the event (CONTRACT §6), ISO-8601."""
+    other_instance: str | None = None
+    """The instance the envelope names when it is not the configured one
+    (``projections.instance``): such an event claims no entity."""
 
 
 def parse_logged(
-    position: int, event_id: str, body: bytes, long_digits: bool | None = None
+    position: int,
+    event_id: str,
+    body: bytes,
+    long_digits: bool | None = None,
+    instance: str | None = None,
 ) -> LoggedEvent | None:
     """The event at ``position``; None if its body is not an event (never projected).
 
     :param long_digits: whether ``body`` has a long run of digits, when already known
         (``eventstore.envelope.has_long_number``).
+    :param instance: the configured Clerk instance (``projections.instance``), if any.
     """
-    return logged_event(position, event_id, load_json(body, long_digits))
+    return logged_event(position, event_id, load_json(body, long_digits), instance)
 
 
-def logged_event(position: int, event_id: str, doc: object) -> LoggedEvent | None:
+def logged_event(
+    position: int, event_id: str, doc: object, instance: str | None = None
+) -> LoggedEvent | None:
     """The event at ``position`` from its parsed body; None if that is not an event."""
     if type(doc) is not dict or type(event_type := doc.get("type")) is not str:
         return None
@@ -62,7 +73,10 @@ def logged_event(position: int, event_id: str, doc: object) -> LoggedEvent | Non
     data = obj(doc, "data")
     occurred = occurred_ms(doc.get("timestamp"), data)
     occurred_at = iso_ms(occurred) if occurred is not None else None
-    return LoggedEvent(position, event_id, event_type, object_type, action, doc, data, occurred_at)
+    other = other_instance(doc.get("instance_id"), instance)
+    return LoggedEvent(
+        position, event_id, event_type, object_type, action, doc, data, occurred_at, other
+    )
 
 
 class Claim(NamedTuple):
@@ -98,7 +112,10 @@ def is_stub(data: Doc) -> bool:
 
 
 def claim(event: LoggedEvent) -> Claim | None:
-    """The event's claim on its entity; None for unknown types and objects without an id."""
+    """The event's claim on its entity; None for unknown types, objects without an id and
+    events of another instance."""
+    if event.other_instance is not None:
+        return None
     spec = BY_OBJECT_TYPE.get(event.object_type) if event.object_type else None
     data = event.data
     entity_id = text(data, "id")
@@ -139,5 +156,7 @@ def timeline_row(event: LoggedEvent) -> TimelineRow:
     return (
         event.position, event.event_id, event.occurred_at, event.event_type, event.object_type,
         text(event.data, "id"),
-        *timeline_fields(event.object_type, event.action, event.event_type, event.doc, event.data),
+        *timeline_fields(event.object_type, event.action, event.event_type, event.doc, event.data,
+                         event.other_instance),
+        event.other_instance,
     )  # fmt: skip

@@ -27,17 +27,22 @@ RETRY_S = (0.5, 1.0, 2.0, 5.0)
 
 
 def follow(
-    log_path: Path, projections_path: Path, stop: threading.Event, parent: int | None = None
+    log_path: Path,
+    projections_path: Path,
+    stop: threading.Event,
+    parent: int | None = None,
+    instance: str | None = None,
 ) -> None:
-    """Keep the projections up to date until ``stop`` is set (or, with ``parent``, until that
-    process is gone: a projector never outlives the server that started it)."""
+    """Keep the projections up to date for the Clerk instance ``instance`` until ``stop`` is
+    set (or, with ``parent``, until that process is gone: a projector never outlives the
+    server that started it)."""
     failures = 0
     projector: Projector | None = None
     while not stop.is_set() and (parent is None or os.getppid() == parent):
         try:
             if projector is None:
-                ensure_current(log_path, projections_path)
-                projector = Projector(log_path, projections_path)
+                ensure_current(log_path, projections_path, instance)
+                projector = Projector(log_path, projections_path, instance=instance)
             handled = projector.step()
             failures = 0
         except (StoreError, OSError) as error:

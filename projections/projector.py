@@ -29,7 +29,7 @@ from projections.failures import Failure, failure, record_failures
 from projections.files import create_empty, target
 from projections.fold import LoggedEvent, parse_logged
 from projections.redactions import erase_replaced, listed_positions, reproject
-from projections.tables import checkpoint, is_current, set_checkpoint
+from projections.tables import checkpoint, is_current_for, set_checkpoint
 
 log = logging.getLogger("clerk_audit.projector")
 
@@ -44,15 +44,25 @@ _NO_BOUND = 2**63 - 1
 
 
 class OutOfDate(StoreError):
-    """The projections file was built by another version of the code: rebuild it."""
+    """The projections file was built by another version of the code, or for another Clerk
+    instance: rebuild it."""
 
 
 class Projector:
-    """Applies the log to the projections file at ``projections_path`` (see module doc)."""
+    """Applies the log to the projections file at ``projections_path`` (see module doc), for
+    the Clerk instance ``instance`` (``projections.instance``)."""
 
-    def __init__(self, log_path: Path, projections_path: Path, *, batch: int = BATCH) -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        projections_path: Path,
+        *,
+        batch: int = BATCH,
+        instance: str | None = None,
+    ) -> None:
         self.log_path = log_path
         self.projections_path = projections_path
+        self.instance = instance
         self._batch = batch
         self._log = open_reader(log_path)
         self._conn: sqlite3.Connection | None = None
@@ -79,10 +89,10 @@ class Projector:
             rows = self._read(after, upto)
             if not rows:
                 return 0
-            events, failures = _parse(rows)
+            events, failures = _parse(rows, self.instance)
             failures += _apply_guarded(conn, events)
             if redacted := listed_positions(events):  # a redaction: its events, redacted
-                failures += reproject(conn, self._log, redacted)
+                failures += reproject(conn, self._log, redacted, self.instance)
             record_failures(conn, failures)
             set_checkpoint(conn, rows[-1][0])
         if redacted:
@@ -114,7 +124,7 @@ class Projector:
         published a new one, or created when there is none."""
         current = target(self.projections_path)
         if current is None:
-            create_empty(self.projections_path)
+            create_empty(self.projections_path, self.instance)
             current = target(self.projections_path)
         if self._conn is None or current != self._file:
             self._reopen(current)
@@ -128,14 +138,16 @@ class Projector:
         if file is None:
             return
         conn = connect(file, synchronous="NORMAL", cache_kib=PROJECTIONS_CACHE_KIB)
-        if not is_current(conn):
+        if not is_current_for(conn, self.instance):
             conn.close()
             raise OutOfDate(f"{self.projections_path} was built by another version of "
-                            "clerk-audit: rebuild it")  # fmt: skip
+                            "clerk-audit or for another instance: rebuild it")  # fmt: skip
         self._conn, self._file = conn, file
 
 
-def _parse(rows: Sequence[tuple[int, str, bytes, str]]) -> tuple[list[LoggedEvent], list[Failure]]:
+def _parse(
+    rows: Sequence[tuple[int, str, bytes, str]], instance: str | None
+) -> tuple[list[LoggedEvent], list[Failure]]:
     """The projectable events of ``rows`` (quarantined ones are skipped) and the failures."""
     events: list[LoggedEvent] = []
     failures: list[Failure] = []
@@ -143,7 +155,7 @@ def _parse(rows: Sequence[tuple[int, str, bytes, str]]) -> tuple[list[LoggedEven
         if status != "ok":
             continue
         try:
-            event = parse_logged(position, event_id, body)
+            event = parse_logged(position, event_id, body, instance=instance)
         except Exception as error:  # the log's parse accepted it: this is our bug
             failures.append(failure(position, event_id, error))
             continue

@@ -30,7 +30,7 @@ from projections.bulk import build, remove_parts
 from projections.digest import digests_in_workers, state_digest, table_digests
 from projections.files import generations, next_generation, publish, remove, target
 from projections.projector import Projector
-from projections.tables import checkpoint, is_current, row_counts
+from projections.tables import checkpoint, is_current_for, row_counts
 from projections.workers import workers_for
 
 Progress = Callable[[int], None]
@@ -73,20 +73,24 @@ def rebuild(
     check: bool = False,
     progress: Progress | None = None,
     workers: int | None = None,
+    instance: str | None = None,
 ) -> RebuildResult:
     """Rebuild (or with ``check``, rebuild aside and compare) the projections of the log.
 
     :param workers: processes that parse and fold the log (0: none; None: one per core when
         the log is large, see ``projections.workers.workers_for``).
+    :param instance: the configured Clerk instance (``projections.instance``): the
+        projections are built for it, and with ``check`` the live ones must have been too.
     """
+    job = _Job(progress, workers, instance)
     with _rebuilding(projections_path):
         _remove_unpublished(projections_path)
         new = next_generation(projections_path)
         try:
             with _without_gc():
                 if check:
-                    return _check(log_path, projections_path, new, progress, workers)
-                return _replace(log_path, projections_path, new, progress, workers)
+                    return _check(log_path, projections_path, new, job)
+                return _replace(log_path, projections_path, new, job)
         except BaseException:
             remove(new)
             remove_parts(new)
@@ -130,17 +134,22 @@ def _head(log_path: Path) -> int:
         return log_position(conn)
 
 
-def _replace(
-    log_path: Path, path: Path, new: Path, progress: Progress | None, workers: int | None
-) -> RebuildResult:
+@dataclass(frozen=True, slots=True)
+class _Job:
+    progress: Progress | None
+    workers: int | None
+    instance: str | None
+
+
+def _replace(log_path: Path, path: Path, new: Path, job: _Job) -> RebuildResult:
     upto = _head(log_path)
-    count = build(log_path, new, upto, progress, workers)
-    projector = Projector(log_path, new)
+    count = build(log_path, new, upto, job.progress, job.workers, job.instance)
+    projector = Projector(log_path, new, instance=job.instance)
     try:
         count += projector.run()
     finally:
         projector.close()
-    result = _result(new, count, workers_for(count, workers))
+    result = _result(new, count, workers_for(count, job.workers))
     publish(path, new)
     return result
 
@@ -153,18 +162,19 @@ def _result(file: Path, count: int, workers: int) -> RebuildResult:
         return RebuildResult(count, position, rows, digests or table_digests(conn))
 
 
-def _check(
-    log_path: Path, path: Path, new: Path, progress: Progress | None, workers: int | None
-) -> RebuildResult:
+def _check(log_path: Path, path: Path, new: Path, job: _Job) -> RebuildResult:
     live_file = target(path)
     if live_file is None:
         raise ConfigurationError(f"no projections at {path} to check (run `clerk-audit project`)")
     with closing(open_reader(live_file)) as live:
         live.execute("BEGIN")  # one snapshot of the live projections for the whole check
-        if not is_current(live):
-            raise ConfigurationError(f"{path} was built by another version: rebuild it")
+        if not is_current_for(live, job.instance):
+            raise ConfigurationError(
+                f"{path} was built by another version or for another instance "
+                "(CLERK_AUDIT_INSTANCE_ID): rebuild it"
+            )
         at = checkpoint(live)
-        count = build(log_path, new, at, progress, workers)
+        count = build(log_path, new, at, job.progress, job.workers, job.instance)
         result = _result(new, count, 0)
         live_digests = table_digests(live)
     remove(new)
@@ -172,15 +182,16 @@ def _check(
     return RebuildResult(count, at, result.rows, result.digests, differences)
 
 
-def ensure_current(log_path: Path, projections_path: Path) -> bool:
-    """Rebuild the projections if they were built by another version of the code (or are
-    missing while the log is not empty); returns whether it rebuilt."""
+def ensure_current(log_path: Path, projections_path: Path, instance: str | None = None) -> bool:
+    """Rebuild the projections if they were built by another version of the code or for
+    another Clerk instance than ``instance`` (or are missing while the log is not empty);
+    returns whether it rebuilt."""
     live_file = target(projections_path)
     if live_file is not None:
         with closing(sqlite3.connect(live_file)) as conn:
-            if is_current(conn):
+            if is_current_for(conn, instance):
                 return False
     elif _head(log_path) == 0:
         return False
-    rebuild(log_path, projections_path)
+    rebuild(log_path, projections_path, instance=instance)
     return True

@@ -141,7 +141,10 @@ def _rewrite(spec: EntitySpec, row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def reproject(
-    conn: sqlite3.Connection, log: sqlite3.Connection, positions: Sequence[int]
+    conn: sqlite3.Connection,
+    log: sqlite3.Connection,
+    positions: Sequence[int],
+    instance: str | None = None,
 ) -> list[Failure]:
     """Re-project ``positions`` (already projected) from their bodies in ``log``, inside the
     caller's transaction on ``conn``, with ``secure_delete`` on for it. Returns the events
@@ -156,7 +159,7 @@ def reproject(
         if status != "ok":
             continue
         try:
-            event = parse_logged(position, event_id, body)
+            event = parse_logged(position, event_id, body, instance=instance)
             if event is None:
                 failures.append((position, event_id, "the stored body is not an event"))
                 continue

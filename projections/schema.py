@@ -20,7 +20,7 @@ from projections.entities import SPECS, EntitySpec
 TIMELINE = "audit_timeline"
 TIMELINE_COLUMNS = (
     "position", "event_id", "occurred_at", "event_type", "object_type", "object_id", "user_id",
-    "organization_id", "actor_id", "client_ip", "user_agent", "summary",
+    "organization_id", "actor_id", "client_ip", "user_agent", "summary", "other_instance",
 )  # fmt: skip
 META = "_projection_meta"
 """Bookkeeping (schema fingerprint, the checkpoint ``position``): not a projection, not

@@ -169,11 +169,20 @@ SUMMARIES: dict[str, Summarise] = {
 
 
 def summarise(
-    event_type: str, object_type: str | None, action: str | None, data: Doc | None
+    event_type: str,
+    object_type: str | None,
+    action: str | None,
+    data: Doc | None,
+    other_instance: str | None = None,
 ) -> str:
-    """The sentence for an event; a generic one for types we do not know."""
+    """The sentence for an event (a generic one for types we do not know), with a note when it
+    comes from another Clerk instance than the configured one."""
     known = SUMMARIES.get(object_type) if object_type else None
     if known is None or action is None or data is None:
         subject = text(data, "id")
-        return f"{event_type} event for {subject}" if subject else f"{event_type} event"
-    return known(action, data)
+        sentence = f"{event_type} event for {subject}" if subject else f"{event_type} event"
+    else:
+        sentence = known(action, data)
+    if other_instance is not None:
+        return f"{sentence} [other instance {other_instance}: not projected]"
+    return sentence

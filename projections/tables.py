@@ -1,7 +1,9 @@
 """Creating and describing the tables of a projections file.
 
-``_projection_meta`` records the schema fingerprint the file was built with and the checkpoint:
-the last log position its rows reflect, written in the same transaction as those rows.
+``_projection_meta`` records the schema fingerprint the file was built with, the Clerk instance
+it was built for (``instance_id``, empty for none: ``projections.instance``) and the
+checkpoint: the last log position its rows reflect, written in the same transaction as those
+rows.
 Functions here run inside the caller's transaction.
 """
 
@@ -54,13 +56,28 @@ def is_current(conn: sqlite3.Connection) -> bool:
     return read_meta(conn).get("fingerprint") == fingerprint()
 
 
-def create_tables(conn: sqlite3.Connection) -> None:
-    """Every table, empty, without indexes (a rebuild adds them after the load)."""
+def built_for(conn: sqlite3.Connection) -> str | None:
+    """The Clerk instance these projections were built for (None: every instance's events
+    were projected)."""
+    return read_meta(conn).get("instance_id") or None
+
+
+def is_current_for(conn: sqlite3.Connection, instance: str | None) -> bool:
+    """Whether the tables were built by this version of the code for ``instance``."""
+    meta = read_meta(conn)
+    return meta.get("fingerprint") == fingerprint() and (meta.get("instance_id") or None) == (
+        instance
+    )
+
+
+def create_tables(conn: sqlite3.Connection, instance: str | None = None) -> None:
+    """Every table, empty, without indexes (a rebuild adds them after the load), for the
+    Clerk instance ``instance``."""
     for table in PROJECTION_TABLES:
         conn.execute(table_ddl(table, table))
     conn.execute(ERRORS_DDL)
     conn.execute(META_DDL)
-    write_meta(conn, fingerprint=fingerprint(), position=0)
+    write_meta(conn, fingerprint=fingerprint(), position=0, instance_id=instance or "")
 
 
 def create_indexes(conn: sqlite3.Connection) -> None:
@@ -70,9 +87,9 @@ def create_indexes(conn: sqlite3.Connection) -> None:
         conn.execute(view_ddl(view))
 
 
-def create_schema(conn: sqlite3.Connection) -> None:
+def create_schema(conn: sqlite3.Connection, instance: str | None = None) -> None:
     """Tables, indexes and views of an empty projections file."""
-    create_tables(conn)
+    create_tables(conn, instance)
     create_indexes(conn)
 
 

@@ -54,7 +54,12 @@ def organization_id(object_type: str | None, data: Doc | None) -> str | None:
 
 
 def timeline_fields(
-    object_type: str | None, action: str | None, event_type: str, doc: Doc, data: Doc | None
+    object_type: str | None,
+    action: str | None,
+    event_type: str,
+    doc: Doc,
+    data: Doc | None,
+    other_instance: str | None = None,
 ) -> Fields:
     request = obj(obj(doc, "event_attributes"), "http_request")
     actor = actor_id(data) if object_type == "session" else None
@@ -64,5 +69,5 @@ def timeline_fields(
         actor,
         text(request, "client_ip"),
         text(request, "user_agent"),
-        summarise(event_type, object_type, action, data),
+        summarise(event_type, object_type, action, data, other_instance),
     )

@@ -16,6 +16,7 @@ from eventstore.paths import projections_path
 from eventstore.settings import LOG_FORMAT
 from projections import Projector, ensure_current
 from projections.follow import follow
+from projections.instance import configured_instance
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
@@ -43,15 +44,16 @@ def command(
         clerk-audit project --follow
     """
     target = projections_path(db_path, projections_db)
+    instance = configured_instance()
     if keep_following:
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
         stop = threading.Event()
         _stop_on_signals(stop)
-        follow(db_path, target, stop, parent)
+        follow(db_path, target, stop, parent, instance)
         return
     started = time.perf_counter()
-    ensure_current(db_path, target)
-    projector = Projector(db_path, target)
+    ensure_current(db_path, target, instance)
+    projector = Projector(db_path, target, instance=instance)
     try:
         handled = projector.run()
         position = projector.head()

@@ -13,6 +13,7 @@ from eventstore.db import open_reader
 from eventstore.log import log_position
 from eventstore.paths import projections_path
 from projections import RebuildResult, rebuild
+from projections.instance import configured_instance
 
 
 def _report(result: RebuildResult, seconds: float, check: bool) -> None:
@@ -48,12 +49,13 @@ def command(db_path: Path, projections_db: Path | None, check: bool) -> None:
     total = log_position(conn)
     conn.close()
     target = projections_path(db_path, projections_db)
+    instance = configured_instance()
     started = time.perf_counter()
     if sys.stderr.isatty():
         with click.progressbar(length=total, label="events", file=sys.stderr) as bar:
-            result = rebuild(db_path, target, check=check, progress=bar.update)
+            result = rebuild(db_path, target, check=check, progress=bar.update, instance=instance)
     else:
-        result = rebuild(db_path, target, check=check)
+        result = rebuild(db_path, target, check=check, instance=instance)
     _report(result, time.perf_counter() - started, check)
     if result.differences:
         click.echo(f"clerk-audit: live projections differ from a rebuild in: "

@@ -19,6 +19,7 @@ from eventstore.log import log_position
 from eventstore.paths import projections_path
 from eventstore.redaction import Redaction, default_actor, redact_positions, truncate_wal
 from projections.files import target
+from projections.instance import configured_instance
 from projections.projector import Projector
 from projections.rebuild import ensure_current
 from projections.redactions import find_events
@@ -43,8 +44,9 @@ def redact_user(
     transaction of the log (``secure_delete`` on). The log's WAL is then truncated, and the
     projector applies the redaction to the projections.
     """
-    ensure_current(db_path, projections)
-    projector = Projector(db_path, projections)
+    instance = configured_instance()
+    ensure_current(db_path, projections, instance)
+    projector = Projector(db_path, projections, instance=instance)
     try:
         projector.run()
         with closing(open_store(db_path)) as log:

@@ -17,6 +17,7 @@ from eventstore.http_server import run_server
 from eventstore.paths import projections_path
 from eventstore.settings import LOG_FORMAT, checkpoint_policy, load_settings
 from eventstore.supervisor import ProjectorProcess
+from projections.instance import configured_instance
 
 
 def _say(message: str) -> None:
@@ -78,10 +79,13 @@ def command(
     projections = projections_path(db_path, projections_db)
     settings = load_settings(db_path, projections, secret=secret, announce=_say)
     policy = checkpoint_policy(checkpoint_dir)
+    instance = configured_instance()  # a malformed one stops here, not in the projector
     _check_store(db_path)
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     app = create_app(settings)
     _say(f"log {db_path}, projections {projections}; ingest route POST /webhooks/clerk")
+    if instance is not None:
+        _say(f"projecting the events of instance {instance} only (CLERK_AUDIT_INSTANCE_ID)")
     checkpoints = Checkpointer(db_path, policy) if policy else nullcontext()
     with unwinding_on_stop(), ProjectorProcess(db_path, projections), checkpoints:
         run_server(app, host=host, port=port, log_level=log_level)

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.consumers import run_consumers
 from bench.disk import run_disk
 from bench.genlog import cached_log
 from bench.ingest import run_ingest
@@ -35,10 +36,11 @@ RUNNERS: dict[str, Callable[[Profile, Path], Section]] = {
     "disk": run_disk,
     "peer": run_peer,
     "integrity": run_integrity,
+    "consumers": run_consumers,
 }
 TITLES = {
     "ingest": "Ingest", "rebuild": "Rebuild", "disk": "Disk", "peer": "Peer: eventsourcing",
-    "integrity": "Integrity",
+    "integrity": "Integrity", "consumers": "Consumers",
 }  # fmt: skip
 
 

@@ -45,6 +45,10 @@ class Plan:
     """Unique events offered to our server, sized from the rates seen (see :func:`_size`)."""
     ours_sized: bool = False
     """Whether ``ours_events`` comes from a run of our own server (else from the ceiling)."""
+    feed_token: str | None = None
+    """``CLERK_AUDIT_FEED_TOKEN`` for our server (and the load generator's feed readers)."""
+    feed_readers: int = 0
+    """Readers following ``GET /events`` during the load (``bench.feedreaders``)."""
 
 
 def _command(system: str, port: int, db_path: Path, wrapper: list[str] | None) -> list[str]:
@@ -61,6 +65,7 @@ def _loadgen_command(plan: Plan, system: str, port: int, server_pid: int) -> lis
     command += ["--seconds", str(profile.ingest_seconds), "--connections", str(profile.connections)]
     command += ["--server-pid", str(server_pid)]
     if system == OURS:
+        command += ["--feed-readers", str(plan.feed_readers)]
         command += ["--sample-ms", str(profile.lag_sample_ms)]
         command += ["--catch-up-timeout", str(profile.catch_up_timeout_s)]
     return command + (["--wrap"] if system == BARE else [])
@@ -76,6 +81,8 @@ def run_one(
     db_path, port = folder / f"{system}.db", free_port()
     remove_store(db_path)
     env = {"CLERK_WEBHOOK_SIGNING_SECRET": plan.secret}
+    if plan.feed_token is not None:
+        env["CLERK_AUDIT_FEED_TOKEN"] = plan.feed_token
     log = folder / f"{system}-{tag or round_}.log"
     timeout = LOADGEN_GRACE_S + plan.profile.ingest_seconds + plan.profile.catch_up_timeout_s
     try:

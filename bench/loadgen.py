@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import psutil  # type: ignore[import-untyped]
 import uvloop
 
 from bench.deliveries import cycle, delivery_order, load_pool, signed_requests
+from bench.feedreaders import Reads, run_readers
 from bench.lag import Sample, catch_up, sample_until, summarise
 from bench.measure import process_family
 from bench.stats import percentile
@@ -49,6 +51,13 @@ def _arguments() -> argparse.Namespace:
         type=float,
         default=0.0,
         help="sample the projections' lag from /healthz this often (0: never)",
+    )
+    parser.add_argument(
+        "--feed-readers",
+        type=int,
+        default=0,
+        help="follow GET /events with this many readers during the load "
+        "(token from CLERK_AUDIT_FEED_TOKEN)",
     )
     parser.add_argument(
         "--catch-up-timeout",
@@ -131,8 +140,10 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         stop.set()
     cpu, server_cpu = _own_cpu(), _process_cpu(args.server_pid)
     started = time.perf_counter()
+    reads, readers = _start_readers(args, started + args.seconds)
     tally = await _load(args.port, cycle(order, requests, wrap=args.wrap), args)
     ended = time.perf_counter()
+    await _stop(readers)
     seconds = ended - started
     server_after = _process_cpu(args.server_pid)
     summary = _summary(tally, seconds)
@@ -141,6 +152,9 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     summary["server_main_cpu"] = (server_after[0] - server_cpu[0]) / seconds
     summary["server_children_cpu"] = (server_after[1] - server_cpu[1]) / seconds
     summary["build_s"] = build_s
+    if args.feed_readers:
+        summary["feed"] = {"readers": args.feed_readers, "requests": reads.requests,
+                           "events": reads.events, "failures": reads.failures}  # fmt: skip
     stop.set()
     await sampler
     if args.sample_ms:
@@ -149,6 +163,19 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     probe.close()
     summary["mean_body_bytes"] = sum(len(body) for _, body in events) / max(len(events), 1)
     return summary
+
+
+def _start_readers(args: argparse.Namespace, deadline: float) -> tuple[Reads, asyncio.Task[None]]:
+    reads = Reads()
+    token = os.environ.get("CLERK_AUDIT_FEED_TOKEN", "") if args.feed_readers else ""
+    job = run_readers(args.port, token, args.feed_readers, deadline, reads)
+    return reads, asyncio.create_task(job)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def main() -> None:

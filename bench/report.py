@@ -9,12 +9,14 @@ from bench.profile import Profile
 from bench.stats import Figure, Section
 from bench.targets import Target
 
-SECTION_ORDER = ("ingest", "rebuild", "disk", "peer", "profiles")
+SECTION_ORDER = ("ingest", "rebuild", "disk", "peer", "integrity", "consumers", "profiles")
 TITLES = {
     "ingest": "Ingest",
     "rebuild": "Rebuild",
     "disk": "Disk",
     "peer": "Peer: eventsourcing",
+    "integrity": "Integrity",
+    "consumers": "Consumers",
     "profiles": "Profiles of what misses",
 }
 

@@ -1,4 +1,4 @@
-"""The targets of issue 12, evaluated on the medians of one invocation."""
+"""The targets of issues 12, 14 and 15, evaluated on the medians of one invocation."""
 
 from __future__ import annotations
 
@@ -92,6 +92,7 @@ def evaluate(sections: Sections) -> list[Target]:
         Target("log on disk ≤ 1.3 x body bytes", m("disk", "log.per_body_byte"), 1.3, "<=", "x",
                disk),
         *_integrity(sections, m),
+        *_consumers(sections, m),
     ]  # fmt: skip
 
 
@@ -110,4 +111,20 @@ def _integrity(sections: Sections, m: Callable[[str, str], float]) -> list[Targe
                "x", integrity),
         Target("redact a user with 1,000 events < 1 s (1M log)", m("integrity", "redact.seconds"),
                1.0, "<", "s", integrity),
+    ]  # fmt: skip
+
+
+def _consumers(sections: Sections, m: Callable[[str, str], float]) -> list[Target]:
+    """Issue 15's targets (labels that start with neither ``ingest`` nor ``rebuild``: no
+    profile of those parts explains them)."""
+    missing = _missing(sections, "consumers")
+    return [
+        Target("feed ≥ 50,000 events/s to one reader", m("consumers", "feed.events_per_s"),
+               50_000, ">=", "events/s", missing),
+        Target("export ≥ 50,000 events/s (1M log)", m("consumers", "export.events_per_s"),
+               50_000, ">=", "events/s", missing),
+        Target("import ≥ 50,000 events/s (1M log)", m("consumers", "import.events_per_s"),
+               50_000, ">=", "events/s", missing),
+        Target("feed readers slow ingest ≤ 10% (32 connections)",
+               m("consumers", "ingest.readers_ratio"), 0.90, ">=", "x", missing),
     ]  # fmt: skip

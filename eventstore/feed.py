@@ -114,6 +114,27 @@ def event_json(row: Row, one_line: bool = True) -> bytes:
     return row[1][:-1] + body_member(row[3], row[2], one_line) + b"}"
 
 
+def encode_events(
+    rows: Sequence[Row], one_line: bool, separator: bytes, head: bytes = b"", tail: bytes = b""
+) -> bytes:
+    """:func:`event_json` of every row, each followed by ``separator`` but the last, between
+    ``head`` and ``tail``: one join of the rows' own pieces, so a stored event's body is
+    copied once, not once per step (a feed page of 10,000 events is 30 MB)."""
+    parts: list[bytes] = [head]
+    add = parts.extend
+    closing = b"}" + separator
+    for row in rows:
+        _, columns, status, body = row
+        if status == "ok" and not (one_line and (b"\n" in body or b"\r" in body)):
+            add((columns[:-1], b',"body":', body, closing))
+        else:
+            add((event_json(row, one_line), separator))
+    if rows and separator:
+        parts[-1] = parts[-1][: -len(separator)]
+    parts.append(tail)
+    return b"".join(parts)
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
     types: tuple[str, ...] = ()
@@ -308,9 +329,12 @@ class Feed:
         return conn
 
     def _read(self, after: int, query: FeedQuery) -> tuple[bytes, int, bool]:
+        """The answer's body for the page after ``after``, its ``next``, and whether it has
+        events."""
         page = read_page(self._conn(), after, query.limit, query.filters)
-        events = b",".join(event_json(row, one_line=False) for row in page.rows)
-        return events, page.next, bool(page.rows)
+        tail = b'],"next":' + str(page.next).encode() + b"}"
+        body = encode_events(page.rows, False, b",", b'{"events":[', tail)
+        return body, page.next, bool(page.rows)
 
     async def answer(self, request: Request) -> Response:
         """The page for ``request`` (after waiting, with ``wait``), as JSON bytes."""
@@ -321,15 +345,14 @@ class Feed:
         after = query.after
         with self._signal.watching() if query.wait else contextlib.nullcontext():
             commit = self._signal.current
-            events, after, found = await loop.run_in_executor(self._pool, self._read, after, query)
+            body, after, found = await loop.run_in_executor(self._pool, self._read, after, query)
             if not found and query.wait:
                 log.debug("feed: waiting up to %g s for events after %d", query.wait, after)
             while not found and (remaining := deadline - loop.time()) > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(commit.wait(), min(remaining, POLL_S))
                 commit = self._signal.current
-                events, after, found = await loop.run_in_executor(
+                body, after, found = await loop.run_in_executor(
                     self._pool, self._read, after, query
                 )
-        body = b'{"events":[' + events + b'],"next":' + str(after).encode() + b"}"
         return Response(body, media_type="application/json")

@@ -8,10 +8,11 @@ A body is parsed only as far as the ``events`` columns need (``eventstore.envelo
 from __future__ import annotations
 
 import hashlib
+import operator
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
 from eventstore.chain import GENESIS, link
 from eventstore.chain import Row as ChainRow
@@ -29,6 +30,10 @@ DELIVERY_COLUMNS = (
 )  # fmt: skip
 _INSERT_EVENT = f"INSERT INTO events (position, {', '.join(EVENT_COLUMNS)}, chain)"
 _INSERT_DELIVERY = f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)})"
+EventRow = tuple[Any, ...]
+"""An event's values in :data:`EVENT_COLUMNS` order (what :func:`append_rows` takes)."""
+_ROW = operator.attrgetter(*EVENT_COLUMNS)
+_ID, _SHA256 = EVENT_COLUMNS.index("event_id"), EVENT_COLUMNS.index("body_sha256")
 MAX_ROWS_PER_INSERT = 512
 """Rows per multi-row ``INSERT`` (its parameters stay under SQLite's limit of 32,766)."""
 
@@ -111,7 +116,19 @@ def append_many(conn: sqlite3.Connection, records: Sequence[EventRecord]) -> lis
     they are the ones SQLite would give. Each new event gets its ``chain`` value from the one
     before it (``eventstore.chain``).
     """
-    wanted = list({record.event_id for record in records})
+    return append_rows(conn, [event_row(record) for record in records])
+
+
+def event_row(record: EventRecord) -> EventRow:
+    """``record``'s values in :data:`EVENT_COLUMNS` order."""
+    row: EventRow = _ROW(record)
+    return row
+
+
+def append_rows(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> list[AppendResult]:
+    """:func:`append_many` of events given as :data:`EventRow` tuples (``import`` makes them
+    straight from its lines: a million records would cost more than the inserts)."""
+    wanted = list({row[_ID] for row in rows})
     found: dict[str, tuple[int, str]] = {
         event_id: (position, sha256)
         for event_id, position, sha256 in conn.execute(
@@ -123,20 +140,20 @@ def append_many(conn: sqlite3.Connection, records: Sequence[EventRecord]) -> lis
     position, previous = chain_head(conn)
     results: list[AppendResult] = []
     new_rows: list[tuple[object, ...]] = []
-    for record in records:
-        stored = found.get(record.event_id)
+    for row in rows:
+        event_id, sha256 = row[_ID], row[_SHA256]
+        stored = found.get(event_id)
         if stored is None:
             position += 1
-            previous = link(previous, position, record.event_id, record.body_sha256)
-            found[record.event_id] = (position, record.body_sha256)
-            values = (getattr(record, c) for c in EVENT_COLUMNS)
-            new_rows.append((position, *values, previous.hex()))
+            previous = link(previous, position, event_id, sha256)
+            found[event_id] = (position, sha256)
+            new_rows.append((position, *row, previous.hex()))
             results.append(("stored", position))
-        elif stored[1] == record.body_sha256:
+        elif stored[1] == sha256:
             results.append(("duplicate", stored[0]))
         else:
             results.append(EventConflict(
-                f"event {record.event_id} is already stored (position {stored[0]}) "
+                f"event {event_id} is already stored (position {stored[0]}) "
                 "with a different body; the stored event is kept"
             ))  # fmt: skip
     insert_rows(conn, _INSERT_EVENT, new_rows)

@@ -11,7 +11,7 @@ import click
 
 from eventstore.cli.options import db_option
 from eventstore.db import open_reader
-from eventstore.feed import Filters, event_json, iter_events
+from eventstore.feed import Filters, encode_events, iter_events
 
 FOLLOW_POLL_S = 0.2
 """How often ``--follow`` looks for new events once it has caught up."""
@@ -39,7 +39,8 @@ def command(db_path: Path, after: int, keep_following: bool, types: tuple[str, .
     with closing(open_reader(db_path)) as conn, suppress(KeyboardInterrupt, BrokenPipeError):
         while True:
             for page in iter_events(conn, after, filters):
-                out.write(b"".join(event_json(row) + b"\n" for row in page.rows))
+                out.write(encode_events(page.rows, one_line=True, separator=b"\n"))
+                out.write(b"\n")
                 out.flush()
                 after = page.next
             if not keep_following:

@@ -11,20 +11,27 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from eventstore.db import open_store, transaction
+from eventstore import transfer
+from eventstore.db import open_reader, open_store, transaction
 from eventstore.errors import ImportRefused
+from eventstore.feed import COLUMNS, Filters, encode_events, event_json, read_page
 from eventstore.log import append_many, event_record, sha256_hex
 from eventstore.paths import default_projections_path
-from eventstore.transfer import export_log, import_file
+from eventstore.transfer import _checked_line, _ordinary_line, export_log, import_file
 from projections.files import create_empty
 from tests.support import direct
 from tests.support.store import query
@@ -281,3 +288,105 @@ def test_import_reads_gzip_whatever_the_name(tmp_path: Path) -> None:
     assert import_file(tmp_path / "t.db", path).imported == 4
     with closing(sqlite3.connect(tmp_path / "t.db")) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (4,)
+
+
+# The fast paths: an ordinary line, batches read ahead, pages joined once ---------------------
+
+_VALUES = st.sampled_from([None, "", "x", "user.created", 0, 7, True, 1.5, [], {}, "ok",
+                           "quarantined"])  # fmt: skip
+_BODIES = st.sampled_from([b'{"type":"user.created","data":{"id":"user_9"}}', b"[1]",
+                           b'{"type":1}', b'{"data":{}}', b'{"type":"x"} ', b'"s"',
+                           b'{"type":"a","x":1e400}', b'{"type":"a","\xff":1}'])  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.data(),
+    changes=st.lists(st.tuples(st.sampled_from([*COLUMNS, "extra"]), _VALUES), max_size=3),
+    drop=st.sets(st.sampled_from(COLUMNS), max_size=2),
+    shuffle=st.booleans(),
+    body=st.one_of(st.none(), _BODIES),
+    rehash=st.booleans(),
+)
+def test_an_ordinary_line_is_read_as_every_rule_reads_it(
+    data: st.DataObject, changes: list[tuple[str, Any]], drop: set[str], shuffle: bool,
+    body: bytes | None, rehash: bool,
+) -> None:  # fmt: skip
+    """Whatever the fast path accepts, the checked path accepts the same way (and whatever it
+    leaves, the checked path reads or refuses with its reason)."""
+    line = data.draw(st.sampled_from(ORDINARY))
+    start = line.index(b',"body":')
+    fields, raw = orjson.loads(line[:start] + b"}"), line[start + 8 : line.rindex(b"}")]
+    raw = raw if body is None else body
+    fields |= dict(changes)
+    for name in drop:
+        fields.pop(name, None)
+    if rehash:
+        fields["body_sha256"] = sha256_hex(raw)
+    items = list(fields.items())
+    if shuffle:
+        items = data.draw(st.permutations(items))
+    changed = orjson.dumps(dict(items))[:-1] + b',"body":' + raw + b"}\n"
+    fast = _ordinary_line(changed)
+    if fast is not None:
+        assert fast == _checked_line(changed)
+    if changed == line:
+        assert fast is not None, "an exported line is not read by the fast path"
+
+
+def _ordinary_lines() -> list[bytes]:
+    bodies = [(event_id, body) for event_id, body in BODIES if b"\n" not in body]
+    with tempfile.TemporaryDirectory() as folder:
+        fill(Path(folder) / "a.db", bodies)
+        export_log(Path(folder) / "a.db", Path(folder) / "a.ndjson")
+        lines = (Path(folder) / "a.ndjson").read_bytes().splitlines(keepends=True)
+    return [line for line in lines if b'"status":"ok"' in line]
+
+
+ORDINARY = _ordinary_lines()
+
+
+def test_batches_read_ahead_are_written_in_order_until_a_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 2)
+    many = [(f"msg_{n}", envelope("user.updated", f"user_{n}", 1_700_000_000_000 + n))
+            for n in range(7)]  # fmt: skip
+    fill(tmp_path / "source.db", many)
+    export_log(tmp_path / "source.db", tmp_path / "all.ndjson")
+    lines = (tmp_path / "all.ndjson").read_bytes().splitlines(keepends=True)
+    lines[5] = lines[5].replace(b'"status":"ok"', b'"status":"nope"')
+    message = refused(tmp_path / "t.db", line_file(tmp_path, lines))
+    assert "line 6: status must be" in message and "5 events before it were" in message
+    assert [r["event_id"] for r in events(tmp_path / "t.db")] == [f"msg_{n}" for n in range(5)]
+    result = import_file(tmp_path / "t.db", tmp_path / "all.ndjson")
+    assert (result.imported, result.skipped) == (2, 5)
+    assert events(tmp_path / "t.db") == events(tmp_path / "source.db")
+
+
+def test_the_lines_before_a_broken_gzip_stream_are_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 2)
+    many = [(f"msg_{n}", envelope("user.updated", f"user_{n}", 1_700_000_000_000 + n,
+                                  note=os.urandom(300).hex())) for n in range(40)]  # fmt: skip
+    fill(tmp_path / "source.db", many)
+    export_log(tmp_path / "source.db", tmp_path / "all.ndjson.gz")
+    whole = (tmp_path / "all.ndjson.gz").read_bytes()
+    (tmp_path / "cut.ndjson.gz").write_bytes(whole[: len(whole) * 2 // 3])
+    with pytest.raises(ImportRefused, match=r"cannot read after line (\d+)") as caught:
+        import_file(tmp_path / "t.db", tmp_path / "cut.ndjson.gz")
+    read = int(re.search(r"after line (\d+)", str(caught.value)).group(1))  # type: ignore[union-attr]
+    assert 0 < read < 40
+    assert [r["event_id"] for r in events(tmp_path / "t.db")] == [f"msg_{n}" for n in range(read)]
+
+
+@pytest.mark.parametrize("one_line", [True, False])
+def test_a_page_joined_once_equals_its_events_one_by_one(tmp_path: Path, one_line: bool) -> None:
+    fill(tmp_path / "a.db", BODIES)
+    with closing(open_reader(tmp_path / "a.db")) as conn:
+        rows = read_page(conn, 0, 100, Filters()).rows
+    for separator in (b"\n", b","):
+        expected = b"[" + separator.join(event_json(row, one_line) for row in rows) + b"]"
+        assert encode_events(rows, one_line, separator, b"[", b"]") == expected
+    assert encode_events([], one_line, b",", b"[", b"]") == b"[]"

@@ -41,6 +41,7 @@ import binascii
 import contextlib
 import gzip
 import io
+import itertools
 import json
 import os
 import re
@@ -268,6 +269,14 @@ def _texts(fields: dict[str, Any]) -> list[str | None]:
 
 
 _BODY = b',"body":'
+_OPTIONAL = (str, type(None))
+_ORDINARY_TYPES = frozenset(
+    (int, str, str, a, b, c, d, str, int, str, str, type(None))
+    for a, b, c, d in itertools.product(_OPTIONAL, repeat=4)
+)
+"""The types of an ``ok`` line's columns (``position`` ... ``quarantine_reason``; ``chain`` is
+the target's own, never read): ``object_type``, ``object_id``, ``instance_id`` and
+``occurred_at`` may be null."""
 
 
 def read_line(line: bytes) -> Line:
@@ -294,21 +303,16 @@ def _ordinary_line(line: bytes) -> Line | None:
     if not (end.endswith(b"}") and type(fields) is dict and tuple(fields) == COLUMNS
             and type(document) is dict and type(document.get("type")) is str):  # fmt: skip
         return None
+    values = tuple(fields.values())
+    if tuple(map(type, values[:12])) not in _ORDINARY_TYPES or "" in values:
+        return None  # a column of another type, or empty: the checked path says which
     (position, event_id, event_type, object_type, object_id, instance_id, occurred_at,
-     received_at, svix_timestamp, digest, status, reason, _) = fields.values()  # fmt: skip
-    texts = (object_type, object_id, instance_id, occurred_at)
-    if not (status == "ok" and reason is None and type(position) is int
-            and type(svix_timestamp) is int and _filled(event_id, event_type, received_at)
-            and all(text is None or _filled(text) for text in texts)
-            and type(digest) is str and sha256_hex(body) == digest):  # fmt: skip
+     received_at, svix_timestamp, digest, status, reason, _) = values  # fmt: skip
+    if status != "ok" or sha256_hex(body) != digest:
         return None
-    row = (event_id, event_type, *texts, received_at, svix_timestamp, body, digest, status, None)
+    row = (event_id, event_type, object_type, object_id, instance_id, occurred_at, received_at,
+           svix_timestamp, body, digest, status, reason)  # fmt: skip
     return Line(row, position)
-
-
-def _filled(*values: object) -> bool:
-    """Whether every one of ``values`` is a non-empty string."""
-    return all(type(value) is str and value for value in values)
 
 
 def _checked_line(line: bytes) -> Line:

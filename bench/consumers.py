@@ -99,6 +99,8 @@ def feed_server(path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def _get(sock: socket.socket, request: bytes) -> bytes:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.bodies import Renderer
+from bench.consumers import TOKEN, _transfer_round
 from bench.deliveries import delivery_order, new_secret, write_pool
 from bench.disk import log_usage, projections_usage
 from bench.genlog import _rows, ensure_log
@@ -27,6 +28,7 @@ from bench.servers import (
     serve_command,
     wait_healthy,
 )
+from bench.stats import Section
 from bench.workload import plan
 from eventstore.paths import default_projections_path
 from projections import rebuild
@@ -130,3 +132,28 @@ def test_disk_figures_and_the_rebuild_profile_of_a_generated_log(tmp_path: Path)
     session, about = profile_rebuild(log, 300)
     assert session.duration > 0
     assert "300 events" in about
+
+
+def test_feed_readers_follow_the_log_during_the_load(tmp_path: Path) -> None:
+    """``--feed-readers``: long polls on ``GET /events`` that read every stored event."""
+    pool, port, db_path = tmp_path / "pool.pickle", free_port(), tmp_path / "ours.db"
+    write_pool(pool, 200)
+    env = {"CLERK_WEBHOOK_SIGNING_SECRET": new_secret(), "CLERK_AUDIT_FEED_TOKEN": TOKEN}
+    with running(serve_command(port, db_path), env=env, log=tmp_path / "server.log"):
+        summary = _loadgen(port, pool, env, "--events", "200", "--feed-readers", "2")
+    reads = summary["feed"]
+    assert isinstance(reads, dict)
+    assert reads["failures"] == 0 and reads["requests"] >= 2
+    assert 0 < reads["events"] <= 2 * summary["stored"]  # type: ignore[operator]
+
+
+def test_the_consumers_round_measures_export_import_and_the_feed(tmp_path: Path) -> None:
+    log = ensure_log(tmp_path, 300)
+    (tmp_path / "consumers").mkdir()
+    section = Section("Consumers")
+    _transfer_round(section, log, tmp_path / "consumers", 0)
+    for key in ("export", "import", "feed"):
+        assert section.figures[f"{key}.events_per_s"].median > 0
+        assert section.figures[f"{key}.ratio"].median > 0
+    assert section.figures["feed.bytes_per_event"].median > 800
+    assert not list((tmp_path / "consumers").iterdir())

@@ -111,6 +111,24 @@ def resolve_secrets(
     return read_dev_secret(path), True
 
 
+INSTANCE_ENV = "CLERK_AUDIT_INSTANCE_ID"
+"""This store's Clerk instance: the projector keeps other instances' events out of the entity
+tables (``projections.instance``)."""
+
+
+def configured_instance(env: Mapping[str, str] | None = None) -> str | None:
+    """``CLERK_AUDIT_INSTANCE_ID`` (None when unset or empty: no event is filtered)."""
+    value = (os.environ if env is None else env).get(INSTANCE_ENV, "").strip()
+    if not value:
+        return None
+    if not value.startswith("ins_") or not value.isascii() or " " in value:
+        raise ConfigurationError(
+            f"{INSTANCE_ENV} must be a Clerk instance id (ins_..., shown in the dashboard "
+            "and in every event's instance_id)"
+        )
+    return value
+
+
 CHECKPOINT_DIR_ENV = "CLERK_AUDIT_CHECKPOINT_DIR"
 CHECKPOINT_EVERY_ENV = "CLERK_AUDIT_CHECKPOINT_EVERY"
 CHECKPOINT_MINUTES_ENV = "CLERK_AUDIT_CHECKPOINT_MINUTES"

@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from eventstore.db import open_store, transaction
 from eventstore.errors import ConfigurationError
 from eventstore.samples import sample_body
+from eventstore.settings import INSTANCE_ENV, configured_instance
 from eventstore.writer import AppendJob, append_jobs
 from projections import Projector, ensure_current, rebuild, table_digests
 from projections.files import target
-from projections.instance import INSTANCE_ENV, configured_instance
 from projections.projector import OutOfDate
 from projections.schema import PROJECTION_TABLES, TIMELINE
 from tests.support.direct import RECEIVED

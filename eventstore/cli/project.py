@@ -13,10 +13,9 @@ import click
 
 from eventstore.cli.options import db_option, projections_option
 from eventstore.paths import projections_path
-from eventstore.settings import LOG_FORMAT
+from eventstore.settings import LOG_FORMAT, configured_instance
 from projections import Projector, ensure_current
 from projections.follow import follow
-from projections.instance import configured_instance
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

@@ -12,8 +12,8 @@ from eventstore.cli.options import db_option, projections_option
 from eventstore.db import open_reader
 from eventstore.log import log_position
 from eventstore.paths import projections_path
+from eventstore.settings import configured_instance
 from projections import RebuildResult, rebuild
-from projections.instance import configured_instance
 
 
 def _report(result: RebuildResult, seconds: float, check: bool) -> None:

@@ -18,8 +18,8 @@ from eventstore.errors import ConfigurationError
 from eventstore.log import log_position
 from eventstore.paths import projections_path
 from eventstore.redaction import Redaction, default_actor, redact_positions, truncate_wal
+from eventstore.settings import configured_instance
 from projections.files import target
-from projections.instance import configured_instance
 from projections.projector import Projector
 from projections.rebuild import ensure_current
 from projections.redactions import find_events

@@ -15,9 +15,8 @@ from eventstore.cli.stopping import unwinding_on_stop
 from eventstore.db import open_store, probe_writable
 from eventstore.http_server import run_server
 from eventstore.paths import projections_path
-from eventstore.settings import LOG_FORMAT, checkpoint_policy, load_settings
+from eventstore.settings import LOG_FORMAT, checkpoint_policy, configured_instance, load_settings
 from eventstore.supervisor import ProjectorProcess
-from projections.instance import configured_instance
 
 
 def _say(message: str) -> None:

@@ -66,7 +66,7 @@ from eventstore.timefmt import now_iso
 GZIP_LEVEL = 3
 """Twice as fast as zlib's default 6 on exported lines, for a file about a quarter larger
 (measured: 107 against 57 MB/s, 14.6% against 11.6% of the plain size)."""
-SYNC_BYTES = 256 << 20
+SYNC_BYTES = 32 << 20
 IMPORT_BATCH = 5000
 EXPORT_BATCH = 5000
 GZIP_MAGIC = b"\x1f\x8b"

@@ -13,12 +13,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from eventstore.backends import LogWriter, open_writer
 from eventstore.errors import (
     AuditStoreError,
     BodyIncomplete,
@@ -33,7 +35,7 @@ from eventstore.records import DeliveryRecord
 from eventstore.settings import Settings
 from eventstore.timefmt import now_iso
 from eventstore.verify import Verifier, claimed_event_id, claimed_timestamp
-from eventstore.writer import AppendJob, DeliveryJob, GroupCommitWriter, PositionJob
+from eventstore.writer import AppendJob, DeliveryJob, PositionJob
 from projections.progress import ProgressReader
 
 log = logging.getLogger("clerk_audit.ingest")
@@ -104,7 +106,7 @@ class Arrival:
 class Ingest:
     """The ingest route: read, verify, append, answer."""
 
-    def __init__(self, settings: Settings, writer: GroupCommitWriter) -> None:
+    def __init__(self, settings: Settings, writer: LogWriter) -> None:
         self._limit = settings.max_body_bytes
         self._verifier = Verifier(settings.secrets)
         self._writer = writer
@@ -153,7 +155,7 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._writer: GroupCommitWriter | None = None
+        self._writer: LogWriter | None = None
         self._ingest: Ingest | None = None
         self._feed: Feed | None = None
         self._progress = ProgressReader(settings.projections_path)
@@ -161,13 +163,13 @@ class Service:
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         signal = CommitSignal(asyncio.get_running_loop())
-        self._writer = GroupCommitWriter(
+        self._writer = open_writer(
             self._settings.db_path,
             busy_timeout_ms=self._settings.busy_timeout_ms,
             on_commit=signal.committed,
         )
         self._ingest = Ingest(self._settings, self._writer)
-        if self._settings.feed_token is not None:
+        if self._settings.feed_token is not None and isinstance(self._settings.db_path, Path):
             self._feed = Feed(self._settings.db_path, self._settings.feed_token, signal)
         try:
             yield

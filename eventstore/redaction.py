@@ -65,6 +65,7 @@ from typing import Any
 from eventstore.envelope import dump_json, load_json, parse_envelope
 from eventstore.log import RESERVED_PREFIX, append_many
 from eventstore.records import EventRecord
+from eventstore.sql import Sql
 from eventstore.timefmt import iso_ms
 
 REDACTION_TYPE = f"{RESERVED_PREFIX}redaction"
@@ -288,9 +289,7 @@ def in_chunks(values: Sequence[Any], size: int = _PER_STATEMENT) -> Iterator[Seq
         yield values[start : start + size]
 
 
-def read_bodies(
-    conn: sqlite3.Connection, positions: Iterable[int]
-) -> list[tuple[int, str, bytes, str]]:
+def read_bodies(conn: Sql, positions: Iterable[int]) -> list[tuple[int, str, bytes, str]]:
     """``(position, event_id, body, status)`` of ``positions``, in position order."""
     wanted = sorted(set(positions))
     rows: list[tuple[int, str, bytes, str]] = []

@@ -32,6 +32,7 @@ from eventstore.redaction import (
     subject_values,
     truncate_wal,
 )
+from eventstore.sql import Sql
 from projections.apply import insert_timeline
 from projections.entities import COMMON_COLUMNS, EntitySpec
 from projections.failures import Failure, failure
@@ -140,9 +141,7 @@ def _rewrite(spec: EntitySpec, row: tuple[Any, ...]) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def reproject(
-    conn: sqlite3.Connection, log: sqlite3.Connection, positions: Sequence[int]
-) -> list[Failure]:
+def reproject(conn: sqlite3.Connection, log: Sql, positions: Sequence[int]) -> list[Failure]:
     """Re-project ``positions`` (already projected) from their bodies in ``log``, inside the
     caller's transaction on ``conn``, with ``secure_delete`` on for it. Returns the events
     that could not be projected (their old rows are gone either way)."""

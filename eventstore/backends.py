@@ -4,9 +4,11 @@ before serving (``eventstore.location`` says which backend a ``--db`` value name
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
 from eventstore.location import LogLocation, PostgresLog
+from eventstore.sql import Sql
 from eventstore.writer import Job
 
 T = TypeVar("T")
@@ -50,3 +52,33 @@ def prepare_log(location: LogLocation, busy_timeout_ms: int) -> None:
         probe_writable(conn, location)
     finally:
         conn.close()
+
+
+def open_log(location: LogLocation, busy_timeout_ms: int = 5000) -> Sql:
+    """A write connection to the log (created and migrated if needed), for the commands that
+    append outside the server (``import``)."""
+    if isinstance(location, PostgresLog):
+        from eventstore.pg.connect import connect, prepare
+        from eventstore.pg.sql import PgSql
+
+        prepare(location, busy_timeout_ms)
+        return PgSql(connect(location, busy_timeout_ms), location)
+    from eventstore.db import open_store
+
+    return open_store(location, create=True)
+
+
+def log_transaction(conn: Sql, location: LogLocation) -> AbstractContextManager[None]:
+    """A write transaction on ``conn`` (from :func:`open_log`): SQLite's ``BEGIN IMMEDIATE``,
+    or PostgreSQL's with the append lock; committed at the end, rolled back on error."""
+    import sqlite3
+
+    if isinstance(conn, sqlite3.Connection):
+        from eventstore.db import transaction
+
+        return transaction(conn, str(location))
+    from eventstore.pg.sql import PgSql
+    from eventstore.pg.sql import transaction as pg_transaction
+
+    assert isinstance(conn, PgSql)
+    return pg_transaction(conn)

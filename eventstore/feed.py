@@ -52,6 +52,7 @@ from starlette.responses import Response
 from eventstore.db import open_reader
 from eventstore.envelope import load_json
 from eventstore.errors import BadFeedRequest, FeedUnauthorized
+from eventstore.sql import Sql
 
 log = logging.getLogger("clerk_audit.feed")
 
@@ -146,9 +147,14 @@ class Page:
     """The cursor after this page: the last position returned, or looked at."""
 
 
-def read_page(conn: sqlite3.Connection, after: int, limit: int, filters: Filters) -> Page:
+def read_page(conn: Sql, after: int, limit: int, filters: Filters) -> Page:
     """Up to ``limit`` events after position ``after`` that pass ``filters``, in one read
     transaction (so the head a filtered page moves to is the one its rows come from)."""
+    if not isinstance(conn, sqlite3.Connection):  # a PostgreSQL log
+        from eventstore.pg.pages import read_page as read_pg_page
+
+        rows = read_pg_page(conn, after, limit, filters.any)
+        return Page(rows, rows[-1][0] if rows else after)
     if not filters.any:
         rows = conn.execute(
             f"{SELECT} WHERE position > ? ORDER BY position LIMIT ?", (after, limit)
@@ -170,7 +176,7 @@ def read_page(conn: sqlite3.Connection, after: int, limit: int, filters: Filters
 
 
 def iter_events(
-    conn: sqlite3.Connection, after: int, filters: Filters | None = None, batch: int = 2000
+    conn: Sql, after: int, filters: Filters | None = None, batch: int = 2000
 ) -> Iterator[Page]:
     """Pages of the log after ``after``, until they reach its head (``tail``, ``export``)."""
     filters = filters or Filters()

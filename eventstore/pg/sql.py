@@ -4,14 +4,18 @@ chain and the reads (``eventstore.sql.Sql``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 if TYPE_CHECKING:
     from eventstore.location import PostgresLog
+
+IDLE = TransactionStatus.IDLE
 
 
 @lru_cache(maxsize=256)
@@ -52,3 +56,19 @@ class PgSql:
         from eventstore.pg.connect import translate
 
         return translate(error, self._where)
+
+
+@contextmanager
+def transaction(sql: PgSql) -> Iterator[None]:
+    """``BEGIN`` and the append lock (``eventstore.pg.writer``) ... ``COMMIT``; rolled back
+    whole on any error. For the writers that are not the server's (``import``)."""
+    sql.execute("BEGIN")
+    try:
+        sql.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+        yield
+        sql.execute("COMMIT")
+    except BaseException:
+        if not sql.conn.closed and sql.conn.info.transaction_status != IDLE:
+            with suppress(psycopg.Error):
+                sql.conn.execute("ROLLBACK")
+        raise

@@ -227,8 +227,9 @@ def _pipe(source: str, target: str, tmp_path: Path) -> str:
     (both through ``CLERK_AUDIT_DB``, as an operator would pass a URL); the import's report."""
     env = {**os.environ, "CLERK_AUDIT_DB": source}
     exporter = subprocess.Popen([str(CLI), "export"], stdout=subprocess.PIPE, env=env)
+    into = {**env, "CLERK_AUDIT_DB": target}
     done = subprocess.run([str(CLI), "import", "-"], stdin=exporter.stdout, capture_output=True,
-                          text=True, env={**env, "CLERK_AUDIT_DB": target}, timeout=120)  # fmt: skip
+                          text=True, env=into, timeout=120)  # fmt: skip
     assert exporter.stdout is not None
     exporter.stdout.close()
     assert exporter.wait(timeout=120) == 0

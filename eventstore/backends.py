@@ -54,9 +54,10 @@ def prepare_log(location: LogLocation, busy_timeout_ms: int) -> None:
         conn.close()
 
 
-def open_log(location: LogLocation, busy_timeout_ms: int = 5000) -> Sql:
-    """A write connection to the log (created and migrated if needed), for the commands that
-    append outside the server (``import``)."""
+def open_log(location: LogLocation, busy_timeout_ms: int = 5000, *, create: bool = True) -> Sql:
+    """A write connection to the log (migrated; with ``create``, a SQLite file is created if
+    missing), for the commands that write outside the server (``import``, ``verify``'s
+    record)."""
     if isinstance(location, PostgresLog):
         from eventstore.pg.connect import connect, prepare
         from eventstore.pg.sql import PgSql
@@ -65,7 +66,7 @@ def open_log(location: LogLocation, busy_timeout_ms: int = 5000) -> Sql:
         return PgSql(connect(location, busy_timeout_ms), location)
     from eventstore.db import open_store
 
-    return open_store(location, create=True)
+    return open_store(location, create=create)
 
 
 def log_transaction(conn: Sql, location: LogLocation) -> AbstractContextManager[None]:

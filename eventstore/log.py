@@ -168,7 +168,8 @@ def log_position(conn: Sql) -> int:
 def chain_rows(conn: Sql, batch: int = 2_000) -> Iterator[list[ChainRow]]:
     """Every event as ``(position, event_id, body, body_sha256, chain)``, in position order,
     ``batch`` at a time."""
-    cursor = conn.execute(
+    streamed = getattr(conn, "execute_streamed", None)  # PostgreSQL: a server-side cursor
+    cursor = (streamed or conn.execute)(
         "SELECT position, event_id, body, body_sha256, chain FROM events ORDER BY position"
     )
     while rows := cursor.fetchmany(batch):

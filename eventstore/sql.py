@@ -12,6 +12,9 @@ from typing import Any, Protocol
 class Rows(Protocol):
     """A cursor's results."""
 
+    @property
+    def rowcount(self) -> int: ...
+
     def fetchone(self) -> Any: ...
 
     def fetchall(self) -> list[Any]: ...

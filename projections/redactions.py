@@ -74,7 +74,7 @@ def _ids(conn: sqlite3.Connection, table: str, column: str, values: Sequence[str
 
 
 def find_events(
-    conn: sqlite3.Connection, log: sqlite3.Connection, user_id: str
+    conn: sqlite3.Connection, log: Sql, user_id: str
 ) -> tuple[Subject, set[int], set[int]]:
     """The user's :class:`Subject` and the positions of the events about them and of those
     that only mention them, from projections that are up to date (``conn``) and the log.

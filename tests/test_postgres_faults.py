@@ -1,4 +1,4 @@
-"""Faults of the PostgreSQL log (CONTRACT §11): the database stopped and started again under
+"""Faults of the PostgreSQL log (CONTRACT §10): the database stopped and started again under
 load. While it is down every request is answered 503 with Retry-After within the busy timeout
 (never left hanging); once it is back the same server process commits again by itself, every
 event it acknowledged is in the log, and every request has its ``deliveries`` row."""

@@ -1,5 +1,5 @@
 """The log in PostgreSQL (``eventstore.pg``): what the database itself refuses, and several
-writers with one order that a follower reads without skipping or repeating (CONTRACT §11)."""
+writers with one order that a follower reads without skipping or repeating (CONTRACT §10)."""
 
 from __future__ import annotations
 

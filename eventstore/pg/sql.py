@@ -39,6 +39,16 @@ class PgSql:
         except psycopg.Error as error:
             raise self._translated(error) from error
 
+    def execute_streamed(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
+        """Like :meth:`execute`, with the rows read from the server a batch at a time (a
+        server-side cursor, inside the caller's transaction) instead of all at once: for
+        reads of the whole log (``eventstore.log.chain_rows``)."""
+        cursor = self.conn.cursor(name=f"clerk_audit_{id(self):x}", binary=True)
+        try:
+            return cursor.execute(placeholders(sql), tuple(parameters) or None)
+        except psycopg.Error as error:
+            raise self._translated(error) from error
+
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
         rows = [tuple(row) for row in parameters]
         if not rows:

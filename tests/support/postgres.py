@@ -47,8 +47,9 @@ def _free_port() -> int:
 class PostgresServer:
     """One PostgreSQL cluster in a folder of its own."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, durable: bool = False) -> None:
         self.folder = folder
+        self.durable = durable
         self.data = folder / "data"
         self.port = _free_port()
         self._bin = _bin_dir()
@@ -66,16 +67,23 @@ class PostgresServer:
                   "-E", "UTF8", "--locale=C", "--no-sync")  # fmt: skip
 
     def start(self) -> None:
-        """Start on :attr:`port`. Without fsync: the tests never cut the machine's power, and
-        each test's ``CREATE DATABASE`` would otherwise wait for a synced checkpoint."""
+        """Start on :attr:`port`. Without fsync unless :attr:`durable` (the benchmark): the
+        tests never cut the machine's power, and each test's ``CREATE DATABASE`` would
+        otherwise wait for a synced checkpoint."""
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
                    f"-c unix_socket_directories={self.folder} -c max_connections=200 "
-                   "-c shared_buffers=64MB -c fsync=off -c full_page_writes=off")  # fmt: skip
+                   "-c shared_buffers=128MB")  # fmt: skip
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off"
         self._run(str(self._bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-w",
                   "-t", "60", "-l", str(self.folder / "server.log"), "start")  # fmt: skip
 
     def stop(self, mode: str = "fast") -> None:
         self._run(str(self._bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def pid(self) -> int:
+        """The postmaster's process id (every backend is its child)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
@@ -89,10 +97,10 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
+def running_postgres(durable: bool = False) -> Iterator[PostgresServer]:
     """A started server in a new temporary folder, stopped and deleted after."""
     folder = Path(tempfile.mkdtemp(prefix="clerk-audit-pg-"))
-    server = PostgresServer(folder)
+    server = PostgresServer(folder, durable)
     try:
         server.init()
         server.start()

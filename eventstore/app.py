@@ -13,7 +13,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -169,7 +168,7 @@ class Service:
             on_commit=signal.committed,
         )
         self._ingest = Ingest(self._settings, self._writer)
-        if self._settings.feed_token is not None and isinstance(self._settings.db_path, Path):
+        if self._settings.feed_token is not None:
             self._feed = Feed(self._settings.db_path, self._settings.feed_token, signal)
         try:
             yield

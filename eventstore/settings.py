@@ -11,7 +11,7 @@ from eventstore.checkpointer import CheckpointPolicy
 from eventstore.checkpoints import SIGNING_KEY_ENV
 from eventstore.db import BUSY_TIMEOUT_MS
 from eventstore.errors import ConfigurationError
-from eventstore.location import LogLocation, PostgresLog
+from eventstore.location import LogLocation
 from eventstore.signing_secrets import (
     SigningSecret,
     dev_secret_path,
@@ -148,9 +148,6 @@ def load_settings(
     """Settings for ``serve`` from its flags and the environment."""
     env = os.environ if env is None else env
     limit, busy, token = max_body_bytes(env), busy_timeout_ms(env), feed_token(env)
-    if isinstance(db_path, PostgresLog) and token is not None:
-        raise ConfigurationError(f"{FEED_TOKEN_ENV}: GET /events reads a SQLite log; with a "
-                                 "PostgreSQL log it is not available yet")  # fmt: skip
     beside = db_path if isinstance(db_path, Path) else projections  # the development secret
     secrets, is_dev = resolve_secrets(beside, secret, env, announce)
     return Settings(db_path, projections, secrets, limit, is_dev, busy, token)

@@ -23,6 +23,8 @@ class Rows(Protocol):
 
     def __iter__(self) -> Iterator[Any]: ...
 
+    def close(self) -> None: ...
+
 
 class Sql(Protocol):
     """A connection running plain SQL with ``?`` placeholders."""

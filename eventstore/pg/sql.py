@@ -41,9 +41,10 @@ class PgSql:
 
     def execute_streamed(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
         """Like :meth:`execute`, with the rows read from the server a batch at a time (a
-        server-side cursor, inside the caller's transaction) instead of all at once: for
+        server-side cursor, in the caller's transaction if there is one) instead of all at once: for
         reads of the whole log (``eventstore.log.chain_rows``)."""
-        cursor = self.conn.cursor(name=f"clerk_audit_{id(self):x}", binary=True)
+        idle = self.conn.info.transaction_status == IDLE  # no transaction: a holdable cursor
+        cursor = self.conn.cursor(name=f"clerk_audit_{id(self):x}", binary=True, withhold=idle)
         try:
             return cursor.execute(placeholders(sql), tuple(parameters) or None)
         except psycopg.Error as error:

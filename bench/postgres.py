@@ -40,6 +40,9 @@ SYSTEMS = (NAIVE, ONE, TWO)
 EVENTS_OFFERED = 60_000
 """Unique events per load generator (more than a 10 s run on 2 cores can store)."""
 PROJECTOR_EVENTS = 50_000
+MAKE_BENCH_RUNS = 1
+"""Rounds in ``make bench``: one (about 7 minutes on 2 cores); the ratios are taken within it.
+``python -m bench.postgres RUNS`` runs more."""
 LOADGEN_GRACE_S = 120.0
 Summary = dict[str, Any]
 
@@ -170,7 +173,9 @@ def _projector(section: Section, pg: PostgresServer, pool: Path, folder: Path) -
     )
 
 
-def run_postgres(profile: Profile, work: Path, durable: bool = True) -> Section:
+def run_postgres(
+    profile: Profile, work: Path, durable: bool = True, runs: int = MAKE_BENCH_RUNS
+) -> Section:
     """Every round of the ingest comparison, then the projector's rate. ``durable=False``
     (``python -m bench.postgres RUNS SECONDS no-fsync``, never ``make bench``) runs the
     server without fsync: what each design costs in CPU when the disk is out of the way."""
@@ -179,10 +184,10 @@ def run_postgres(profile: Profile, work: Path, durable: bool = True) -> Section:
     folder.mkdir(parents=True, exist_ok=True)
     pool, secret = ensure_pool(work), new_secret()
     with running_postgres(durable=durable) as pg:
-        for round_ in range(profile.runs):
+        for round_ in range(runs):
             results: dict[str, Summary] = {}
             for system in SYSTEMS[round_ % 3 :] + SYSTEMS[: round_ % 3]:
-                print(f"  postgres: round {round_ + 1}/{profile.runs}: {system}", file=sys.stderr)
+                print(f"  postgres: round {round_ + 1}/{runs}: {system}", file=sys.stderr)
                 results[system] = _run(system, pg, pool, secret, profile, folder)
                 print(f"    {system}: {results[system]}", file=sys.stderr)
                 _record(section, system, results[system])
@@ -206,7 +211,7 @@ def main() -> None:
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else QUICK.ingest_seconds
     profile = dataclasses.replace(QUICK, runs=runs, ingest_seconds=seconds)
     durable = not (len(sys.argv) > 3 and sys.argv[3] == "no-fsync")
-    section = run_postgres(profile, Path(__file__).parent / "work", durable)
+    section = run_postgres(profile, Path(__file__).parent / "work", durable, runs)
     print(json.dumps({k: (f.label, f.unit, f.runs) for k, f in section.figures.items()},
                      indent=1, ensure_ascii=False))  # fmt: skip
     for note in section.notes:

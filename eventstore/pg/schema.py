@@ -153,7 +153,7 @@ CREATE TABLE imported_events (
 )"""
 
 INDEXES = """
-CREATE INDEX events_event_type ON events (event_type);
+CREATE INDEX events_redactions ON events (position) WHERE event_type = 'clerk-audit.redaction';
 CREATE INDEX events_quarantined ON events (position) WHERE status = 'quarantined';
 CREATE INDEX deliveries_event_id ON deliveries (event_id);
 CREATE INDEX deliveries_outcome ON deliveries (outcome, received_at)"""
@@ -175,7 +175,7 @@ def _refusals() -> str:
 
 
 def _m001_log(sql: PgSql) -> None:
-    """The log as the SQLite log has it after its migration 10."""
+    """The log as the SQLite log has it after its migration 11."""
     for block in (_REFUSE, EVENTS, EVENTS_CONTIGUOUS, DELIVERIES, REDACTIONS,
                   EVENTS_REDACTION_ONLY, DELIVERIES_REDACTION_ONLY, INTEGRITY_CHECKS, IMPORTS,
                   INDEXES, _refusals()):  # fmt: skip

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from eventstore.db import open_reader
 from eventstore.errors import ConfigurationError
+from eventstore.location import LogLocation, open_log_reader
 from eventstore.log import log_position
 from projections.bulk import build, remove_parts
 from projections.digest import digests_in_workers, state_digest, table_digests
@@ -67,7 +68,7 @@ def _without_gc() -> Iterator[None]:
 
 
 def rebuild(
-    log_path: Path,
+    log_path: LogLocation,
     projections_path: Path,
     *,
     check: bool = False,
@@ -129,8 +130,8 @@ def _remove_unpublished(projections_path: Path) -> None:
             remove_parts(file)
 
 
-def _head(log_path: Path) -> int:
-    with closing(open_reader(log_path)) as conn:
+def _head(log_path: LogLocation) -> int:
+    with closing(open_log_reader(log_path)) as conn:
         return log_position(conn)
 
 
@@ -141,9 +142,16 @@ class _Job:
     instance: str | None
 
 
-def _replace(log_path: Path, path: Path, new: Path, job: _Job) -> RebuildResult:
-    upto = _head(log_path)
-    count = build(log_path, new, upto, job.progress, job.workers, job.instance)
+def _bulk_upto(log_path: LogLocation, upto: int) -> int:
+    """How far the bulk build reads the log: ``upto``, or nothing for a PostgreSQL log (its
+    readers are SQLite's; the projector then applies the whole log)."""
+    return upto if isinstance(log_path, Path) else 0
+
+
+def _replace(log_path: LogLocation, path: Path, new: Path, job: _Job) -> RebuildResult:
+    upto = _bulk_upto(log_path, _head(log_path))
+    workers = job.workers if upto else 0
+    count = build(_sqlite(log_path), new, upto, job.progress, workers, job.instance)
     projector = Projector(log_path, new, instance=job.instance)
     try:
         count += projector.run()
@@ -162,7 +170,7 @@ def _result(file: Path, count: int, workers: int) -> RebuildResult:
         return RebuildResult(count, position, rows, digests or table_digests(conn))
 
 
-def _check(log_path: Path, path: Path, new: Path, job: _Job) -> RebuildResult:
+def _check(log_path: LogLocation, path: Path, new: Path, job: _Job) -> RebuildResult:
     live_file = target(path)
     if live_file is None:
         raise ConfigurationError(f"no projections at {path} to check (run `clerk-audit project`)")
@@ -174,7 +182,10 @@ def _check(log_path: Path, path: Path, new: Path, job: _Job) -> RebuildResult:
                 "(CLERK_AUDIT_INSTANCE_ID): rebuild it"
             )
         at = checkpoint(live)
-        count = build(log_path, new, at, job.progress, job.workers, job.instance)
+        upto = _bulk_upto(log_path, at)
+        count = build(_sqlite(log_path), new, upto, job.progress, job.workers, job.instance)
+        if not isinstance(log_path, Path):
+            count += _catch_up(log_path, new, at, job.instance)
         result = _result(new, count, 0)
         live_digests = table_digests(live)
     remove(new)
@@ -182,7 +193,9 @@ def _check(log_path: Path, path: Path, new: Path, job: _Job) -> RebuildResult:
     return RebuildResult(count, at, result.rows, result.digests, differences)
 
 
-def ensure_current(log_path: Path, projections_path: Path, instance: str | None = None) -> bool:
+def ensure_current(
+    log_path: LogLocation, projections_path: Path, instance: str | None = None
+) -> bool:
     """Rebuild the projections if they were built by another version of the code or for
     another Clerk instance than ``instance`` (or are missing while the log is not empty);
     returns whether it rebuilt."""
@@ -195,3 +208,16 @@ def ensure_current(log_path: Path, projections_path: Path, instance: str | None 
         return False
     rebuild(log_path, projections_path, instance=instance)
     return True
+
+
+def _sqlite(log_path: LogLocation) -> Path:
+    """The path the bulk build is given (unread for a PostgreSQL log, see :func:`_bulk_upto`)."""
+    return log_path if isinstance(log_path, Path) else Path("/nonexistent")
+
+
+def _catch_up(log_path: LogLocation, file: Path, upto: int, instance: str | None) -> int:
+    projector = Projector(log_path, file, instance=instance)
+    try:
+        return projector.run(upto)
+    finally:
+        projector.close()

@@ -32,6 +32,7 @@ from eventstore.redaction import (
     subject_values,
     truncate_wal,
 )
+from eventstore.sql import Sql
 from projections.apply import insert_timeline
 from projections.entities import COMMON_COLUMNS, EntitySpec
 from projections.failures import Failure, failure
@@ -73,7 +74,7 @@ def _ids(conn: sqlite3.Connection, table: str, column: str, values: Sequence[str
 
 
 def find_events(
-    conn: sqlite3.Connection, log: sqlite3.Connection, user_id: str
+    conn: sqlite3.Connection, log: Sql, user_id: str
 ) -> tuple[Subject, set[int], set[int]]:
     """The user's :class:`Subject` and the positions of the events about them and of those
     that only mention them, from projections that are up to date (``conn``) and the log.
@@ -142,7 +143,7 @@ def _rewrite(spec: EntitySpec, row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def reproject(
     conn: sqlite3.Connection,
-    log: sqlite3.Connection,
+    log: Sql,
     positions: Sequence[int],
     instance: str | None = None,
 ) -> list[Failure]:

@@ -9,13 +9,16 @@ from bench.profile import Profile
 from bench.stats import Figure, Section
 from bench.targets import Target
 
-SECTION_ORDER = ("ingest", "rebuild", "disk", "peer", "integrity", "consumers", "profiles")
+SECTION_ORDER = (
+    "ingest", "rebuild", "disk", "peer", "integrity", "postgres", "consumers", "profiles",
+)  # fmt: skip
 TITLES = {
     "ingest": "Ingest",
     "rebuild": "Rebuild",
     "disk": "Disk",
     "peer": "Peer: eventsourcing",
     "integrity": "Integrity",
+    "postgres": "PostgreSQL log",
     "consumers": "Consumers",
     "profiles": "Profiles of what misses",
 }

@@ -35,8 +35,19 @@ from eventstore.redaction import (
 from projections.apply import insert_timeline
 from projections.entities import COMMON_COLUMNS, EntitySpec
 from projections.failures import Failure, failure
-from projections.fold import LoggedEvent, claim, entity_row, parse_logged, timeline_row
-from projections.schema import ERRORS, TIMELINE
+from projections.fold import (
+    LoggedEvent,
+    VersionRow,
+    claim,
+    entity_row,
+    parse_logged,
+    timeline_row,
+    version_row,
+)
+from projections.history import insert_versions, rederive
+from projections.schema import ERRORS, TIMELINE, TIMELINE_COLUMNS
+
+_SUMMARY = TIMELINE_COLUMNS.index("summary")
 
 _BY_ADDRESS = (
     ("organization_invitations", "email_address", "organizationInvitation"),
@@ -153,6 +164,7 @@ def reproject(
     failures: list[Failure] = []
     timeline: list[tuple[Any, ...]] = []
     rewrites: dict[EntitySpec, list[tuple[Any, ...]]] = {}
+    versions: list[VersionRow] = []
     for position, event_id, body, status in read_bodies(log, positions):
         if status != "ok":
             continue
@@ -164,15 +176,20 @@ def reproject(
             row = timeline_row(event)
             found = claim(event)
             entity = entity_row(found, event) if found is not None else None
+            version = version_row(found, event, row[_SUMMARY]) if found is not None else None
         except Exception as error:  # as in the projector: only this event is left out
             failures.append(failure(position, event_id, error))
             continue
         timeline.append(row)
         if found is not None and entity is not None:
             rewrites.setdefault(found.spec, []).append(_rewrite(found.spec, entity))
+        if version is not None:
+            versions.append(version)
     insert_timeline(conn, timeline)
     for spec, rows in rewrites.items():
         conn.executemany(_rewrite_sql(spec), rows)
+    insert_versions(conn, versions)  # same keys: the redacted fields replace the old ones
+    rederive(conn, ((v[0], v[1]) for v in versions))
     return failures
 
 

@@ -35,6 +35,40 @@ ERRORS_DDL = f"""CREATE TABLE {ERRORS} (
 )"""
 META_DDL = f"CREATE TABLE {META} (key TEXT PRIMARY KEY, value TEXT)"
 
+_VERSION_KEY = "version_ms INTEGER NOT NULL, version_rank INTEGER NOT NULL, event_id TEXT NOT NULL"
+HISTORY_DDL = {
+    "entity_versions": f"""(
+    object_type TEXT NOT NULL, entity_id TEXT NOT NULL, {_VERSION_KEY},
+    action TEXT, occurred_at TEXT, fields TEXT, summary TEXT NOT NULL,
+    PRIMARY KEY (object_type, entity_id, version_ms, version_rank, event_id)
+) WITHOUT ROWID""",
+    "changes": f"""(
+    entity_id TEXT NOT NULL, object_type TEXT NOT NULL, {_VERSION_KEY},
+    field TEXT NOT NULL, before TEXT, after TEXT, changed_at TEXT NOT NULL,
+    PRIMARY KEY (entity_id, object_type, version_ms, version_rank, event_id, field)
+) WITHOUT ROWID""",
+    "membership_roles": """(
+    membership_id TEXT NOT NULL, valid_from TEXT NOT NULL,
+    organization_id TEXT REFERENCES organizations(id), user_id TEXT REFERENCES users(id),
+    role TEXT NOT NULL, valid_to TEXT,
+    PRIMARY KEY (membership_id, valid_from),
+    CHECK (valid_to IS NULL OR valid_to > valid_from)
+) WITHOUT ROWID""",
+    "user_bans": """(
+    user_id TEXT NOT NULL REFERENCES users(id), valid_from TEXT NOT NULL, valid_to TEXT,
+    PRIMARY KEY (user_id, valid_from),
+    CHECK (valid_to IS NULL OR valid_to > valid_from)
+) WITHOUT ROWID""",
+}
+"""Each entity's history in version order (``projections.history``): its versions, the fields
+each changed, and the intervals of memberships' roles and users' bans."""
+HISTORY_ORDER = {
+    "entity_versions": "object_type, entity_id, version_ms, version_rank, event_id",
+    "changes": "entity_id, object_type, version_ms, version_rank, event_id, field",
+    "membership_roles": "membership_id, valid_from",
+    "user_bans": "user_id, valid_from",
+}
+
 _REFERENCES = {
     "user_id": "users",
     "organization_id": "organizations",
@@ -73,6 +107,9 @@ INDEXES = (
     Index(TIMELINE, ("object_id",)),
     Index(TIMELINE, ("event_type",)),
     Index(TIMELINE, ("client_ip",)),
+    Index("membership_roles", ("organization_id", "valid_from")),
+    Index("membership_roles", ("role", "valid_from")),
+    Index("membership_roles", ("user_id", "valid_from")),
 )
 
 
@@ -114,6 +151,8 @@ def table_ddl(table: str, name: str) -> str:
     """``CREATE TABLE`` for the projection ``table`` under the name ``name``."""
     if table == TIMELINE:
         return timeline_ddl(name)
+    if table in HISTORY_DDL:
+        return f"CREATE TABLE {name} {HISTORY_DDL[table]}"
     return entity_table_ddl(next(s for s in SPECS if s.table == table), name)
 
 
@@ -155,7 +194,7 @@ def view_ddl(name: str) -> str:
     return f"CREATE VIEW {name} AS{VIEWS[name]}"
 
 
-PROJECTION_TABLES: tuple[str, ...] = (*(spec.table for spec in SPECS), TIMELINE)
+PROJECTION_TABLES: tuple[str, ...] = (*(spec.table for spec in SPECS), TIMELINE, *HISTORY_DDL)
 
 
 def fingerprint() -> str:

@@ -365,7 +365,7 @@ async def hidden_tables(ds: Datasette, database: str) -> tuple[set[str], set[str
 @pytest.mark.asyncio
 async def test_internal_tables_are_hidden(ds: Datasette) -> None:
     projections, hidden = await hidden_tables(ds, PROJECTIONS)
-    assert hidden == {"_projection_meta"}
+    assert hidden == {"_projection_meta", "entity_versions"}
     assert {"audit_timeline", "projection_errors"} <= projections
     assert "events" not in projections
     log, hidden = await hidden_tables(ds, LOG)
@@ -462,6 +462,10 @@ PARAMS: dict[str, dict[str, str]] = {
     "rejected_deliveries": {},
     "quarantined_events": {},
     "events_per_day": {},
+    "user_changes": {"user_id": MAYA, "from": "", "to": ""},
+    "object_changes": {"object_id": HARBOR, "from": "", "to": ""},
+    "organization_members_as_of": {"organization_id": HARBOR, "at": "2030-01-01T00:00:00Z"},
+    "who_had_role": {"role": "admin", "at": "2030-01-01T00:00:00Z"},
 }
 """Every canned query and the parameters it is tested with."""
 

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstore.paths import default_projections_path
-from eventstore.timefmt import iso_ms
 from projections import rebuild
+from tests.support.audit_story import at, fixture_events
 from tests.support.direct import append_all, connect, new_store
-from tests.support.history import BASE_MS, Event, deliveries, envelope, histories
+from tests.support.history import Event, deliveries, histories
 from tests.test_projection_properties import store_with
 
 DERIVED = ("entity_versions", "changes", "membership_roles", "user_bans")
@@ -86,67 +86,6 @@ def _check_first_names(events: list[Event], changes: list[tuple[Any, ...]]) -> N
         assert found == wanted
 
 
-# ------------------------------------------------------------------ a fixture history -------
-
-T0 = BASE_MS
-
-
-def _user(stamp: int, **fields: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "id": "user_maya", "object": "user", "first_name": "Maya", "last_name": "Okafor",
-        "username": None, "created_at": T0, "updated_at": stamp, "banned": False,
-        "locked": False, "two_factor_enabled": False, "totp_enabled": False,
-        "backup_code_enabled": False, "password_enabled": False,
-        "password_last_updated_at": None, "primary_email_address_id": "idn_1",
-        "email_addresses": [{"id": "idn_1", "email_address": "maya@example.com"}],
-        "phone_numbers": [], "private_metadata": {}, "public_metadata": {},
-    }  # fmt: skip
-    return {**data, **fields}
-
-
-def _membership(stamp: int, role: str) -> dict[str, Any]:
-    return {
-        "id": "orgmem_1", "object": "organization_membership", "role": role,
-        "created_at": T0, "updated_at": stamp,
-        "organization": {"id": "org_h", "name": "Harbor"},
-        "public_user_data": {"user_id": "user_maya", "first_name": "Maya", "last_name": "Okafor"},
-    }  # fmt: skip
-
-
-S = 1000
-_2FA = {"two_factor_enabled": True, "totp_enabled": True}
-_PASSWORD = {
-    "password_enabled": True,
-    "password_last_updated_at": T0 + 3 * S,
-    "private_metadata": {"token": "s3cret"},
-}
-_EMAILS = [
-    {"id": "idn_1", "email_address": "maya@example.com"},
-    {"id": "idn_2", "email_address": "maia@example.com"},
-]
-HISTORY = [
-    ("msg_01", "user.created", _user(T0)),
-    ("msg_02", "user.updated", _user(T0 + 1 * S, banned=True)),
-    ("msg_03", "user.updated", _user(T0 + 2 * S, **_2FA)),
-    ("msg_04", "user.updated", _user(T0 + 3 * S, **_2FA, **_PASSWORD)),
-    ("msg_05", "user.updated", _user(T0 + 4 * S, **_2FA, **_PASSWORD, first_name="Maia",
-                                     primary_email_address_id="idn_2", email_addresses=_EMAILS)),
-    ("msg_06", "organizationMembership.created", _membership(T0 + 1 * S, "org:member")),
-    ("msg_07", "organizationMembership.updated", _membership(T0 + 5 * S, "org:admin")),
-    ("msg_08", "organizationMembership.deleted", _membership(T0 + 5 * S, "org:admin")),
-]  # fmt: skip
-_TIMES = {"msg_08": T0 + 9 * S}
-
-
-def fixture_events() -> list[tuple[str, bytes]]:
-    return [(eid, envelope(kind, data, _TIMES.get(eid, data["updated_at"])))
-            for eid, kind, data in HISTORY]  # fmt: skip
-
-
-def _iso(offset_s: int) -> str:
-    return iso_ms(T0 + offset_s * S)
-
-
 def test_a_fixture_history_gives_exact_changes_intervals_and_sentences(tmp_path: Path) -> None:
     conn = new_store(tmp_path / "audit.db")
     for event in reversed(fixture_events()):  # newest first: every "previous" arrives late
@@ -183,9 +122,9 @@ def test_a_fixture_history_gives_exact_changes_intervals_and_sentences(tmp_path:
         "Maya Okafor is now admin in Harbor (role changed from member to admin)"
     )
     assert conn.execute("SELECT * FROM membership_roles ORDER BY valid_from").fetchall() == [
-        ("orgmem_1", _iso(1), "org_h", "user_maya", "org:member", _iso(5)),
-        ("orgmem_1", _iso(5), "org_h", "user_maya", "org:admin", _iso(9)),
+        ("orgmem_1", at(1), "org_h", "user_maya", "org:member", at(5)),
+        ("orgmem_1", at(5), "org_h", "user_maya", "org:admin", at(9)),
     ]
-    assert conn.execute("SELECT * FROM user_bans").fetchall() == [("user_maya", _iso(1), _iso(2))]
+    assert conn.execute("SELECT * FROM user_bans").fetchall() == [("user_maya", at(1), at(2))]
     assert b"s3cret" not in (tmp_path / "audit.projections.db").read_bytes()
     conn.close()

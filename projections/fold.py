@@ -142,9 +142,9 @@ def entity_row(
 def timeline_row(event: LoggedEvent) -> TimelineRow:
     """``audit_timeline`` values, in the order of ``projections.schema.TIMELINE_COLUMNS``."""
     return (
-        event.position, event.event_id, event.occurred_at, event.event_type, event.object_type,
-        text(event.data, "id"),
+        event.position, event.event_id, event.occurred_at,
         *timeline_fields(event.object_type, event.action, event.event_type, event.doc, event.data),
+        event.event_type, event.object_type, text(event.data, "id"),
     )  # fmt: skip
 
 

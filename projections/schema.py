@@ -19,9 +19,12 @@ from projections.entities import SPECS, EntitySpec
 
 TIMELINE = "audit_timeline"
 TIMELINE_COLUMNS = (
-    "position", "event_id", "occurred_at", "event_type", "object_type", "object_id", "user_id",
-    "organization_id", "actor_id", "client_ip", "user_agent", "summary",
+    "position", "event_id", "occurred_at", "summary", "actor_id", "user_id", "organization_id",
+    "client_ip", "device", "browser", "city", "country", "user_agent", "event_type",
+    "object_type", "object_id",
 )  # fmt: skip
+"""The readable sentence and who, where and with what come first: Datasette shows columns in
+this order."""
 META = "_projection_meta"
 """Bookkeeping (schema fingerprint, the checkpoint ``position``): not a projection, not
 digested."""

@@ -7,12 +7,15 @@ timeline row is the same however and whenever the event arrived.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from projections.fields import Doc, actor_id, obj, path_text, text
+from projections.fields import Doc, actor_id, obj, path_text, session_activity, text
 from projections.summary import summarise
 
-Fields = tuple[str | None, str | None, str | None, str | None, str | None, str]
-"""``user_id, organization_id, actor_id, client_ip, user_agent, summary``."""
+Fields = tuple[Any, ...]
+"""``summary, actor_id, user_id, organization_id, client_ip, device, browser, city, country,
+user_agent``."""
+_NO_ACTIVITY = (None, None, None, None)
 
 _USER_ID: dict[str, Callable[[Doc], str | None]] = {
     "user": lambda d: text(d, "id"),
@@ -57,12 +60,13 @@ def timeline_fields(
     object_type: str | None, action: str | None, event_type: str, doc: Doc, data: Doc | None
 ) -> Fields:
     request = obj(obj(doc, "event_attributes"), "http_request")
-    actor = actor_id(data) if object_type == "session" else None
+    is_session = object_type == "session"
     return (
+        summarise(event_type, object_type, action, data),
+        actor_id(data) if is_session else None,
         user_id(object_type, action, data),
         organization_id(object_type, data),
-        actor,
         text(request, "client_ip"),
+        *(session_activity(data) if is_session else _NO_ACTIVITY),
         text(request, "user_agent"),
-        summarise(event_type, object_type, action, data),
     )

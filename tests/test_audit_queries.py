@@ -21,7 +21,8 @@ from datasette.app import Datasette
 from eventstore.cli.datasette import load_metadata
 from eventstore.datasette_files import StoreFiles, registered
 from eventstore.paths import default_projections_path
-from tests.support.audit_story import at, fixture_events
+from eventstore.timefmt import iso_ms
+from tests.support.audit_story import SIGN_IN_IP, T0, at, fixture_events
 from tests.support.server import CLI, running_server
 from tests.support.signing import new_secret
 
@@ -102,6 +103,25 @@ async def test_who_had_role(ds: Datasette) -> None:
     assert await query(ds, "who_had_role", role="admin", at=at(6)) == expected
     assert await query(ds, "who_had_role", role="org:admin", at=at(6)) == expected
     assert await query(ds, "who_had_role", role="admin", at=at(4)) == []
+
+
+@pytest.mark.asyncio
+async def test_sign_ins_for_user(ds: Datasette) -> None:
+    found = await query(ds, "sign_ins_for_user", user_id="user_maya", **{"from": "", "to": ""})
+    assert found == [
+        (at(6), None, "active", "iPhone", "Safari 18.1", "Abuja", "NG", SIGN_IN_IP, None,
+         "sess_2"),
+        (iso_ms(T0 + 1500), at(7), "ended", "iPhone", "Safari 18.1", "Lagos", "NG", SIGN_IN_IP,
+         None, "sess_1"),
+    ]  # fmt: skip
+    assert await query(ds, "sign_ins_for_user", user_id="user_maya", **{"from": at(5), "to": ""})
+    assert await query(ds, "sign_ins_for_user", user_id="nobody", **{"from": "", "to": ""}) == []
+    timeline = await ds.client.get(
+        "/audit/audit_timeline.json",
+        params={"object_id": "sess_1", "_shape": "objects", "_sort": "position"},
+    )
+    cities = {(r["event_type"], r["city"], r["device"]) for r in timeline.json()["rows"]}
+    assert cities == {("session.created", "Lagos", "iPhone"), ("session.ended", "Lagos", "iPhone")}
 
 
 def state(store: Path, *args: str) -> dict[str, Any]:

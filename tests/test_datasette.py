@@ -466,6 +466,7 @@ PARAMS: dict[str, dict[str, str]] = {
     "object_changes": {"object_id": HARBOR, "from": "", "to": ""},
     "organization_members_as_of": {"organization_id": HARBOR, "at": "2030-01-01T00:00:00Z"},
     "who_had_role": {"role": "admin", "at": "2030-01-01T00:00:00Z"},
+    "sign_ins_for_user": {"user_id": TOMAS, "from": "", "to": ""},
 }
 """Every canned query and the parameters it is tested with."""
 

@@ -48,6 +48,28 @@ _EMAILS = [
     {"id": "idn_1", "email_address": "maya@example.com"},
     {"id": "idn_2", "email_address": "maia@example.com"},
 ]
+
+
+def _session(session_id: str, stamp: int, status: str, city: str) -> dict[str, Any]:
+    activity = {
+        "object": "session_activity", "device_type": "iPhone", "browser_name": "Safari",
+        "browser_version": "18.1", "city": city, "country": "NG", "is_mobile": True,
+    }  # fmt: skip
+    return {
+        "id": session_id, "object": "session", "user_id": "user_maya", "status": status,
+        "created_at": T0 + 1500 if session_id == "sess_1" else T0 + 6 * S,
+        "updated_at": stamp, "latest_activity": activity, "actor": None,
+    }  # fmt: skip
+
+
+SESSIONS = [
+    ("msg_10", "session.created", _session("sess_1", T0 + 1500, "active", "Lagos")),
+    ("msg_11", "session.ended", _session("sess_1", T0 + 7 * S, "ended", "Lagos")),
+    ("msg_12", "session.created", _session("sess_2", T0 + 6 * S, "active", "Abuja")),
+]  # fmt: skip
+SIGN_IN_IP = "192.0.2.1"
+"""The request address every event of the story carries (``tests.support.history``)."""
+
 HARBOR = {"id": "org_h", "object": "organization", "name": "Harbor", "slug": "harbor",
           "created_at": T0, "updated_at": T0}  # fmt: skip
 HISTORY = [
@@ -67,7 +89,7 @@ _TIMES = {"msg_08": T0 + 9 * S}
 
 def fixture_events() -> list[tuple[str, bytes]]:
     return [(eid, envelope(kind, data, _TIMES.get(eid, data["updated_at"])))
-            for eid, kind, data in HISTORY]  # fmt: skip
+            for eid, kind, data in HISTORY + SESSIONS]  # fmt: skip
 
 
 def at(offset_s: int) -> str:

@@ -22,7 +22,6 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
 
-from eventstore.db import SECURE_DELETE
 from eventstore.envelope import load_json
 from eventstore.redaction import (
     REDACTION_TYPE,
@@ -45,9 +44,13 @@ from projections.fold import (
     version_row,
 )
 from projections.history import insert_versions, rederive
-from projections.schema import ERRORS, TIMELINE, TIMELINE_COLUMNS
+from projections.schema import ERRORS, SEARCH, TIMELINE, TIMELINE_COLUMNS
 
 _SUMMARY = TIMELINE_COLUMNS.index("summary")
+PROJECTIONS_SECURE_DELETE = "ON"
+"""The projector zeroes every page it frees, not only bytes inside pages (the log's ``FAST``):
+the timeline's full-text index merges its segments as it grows, and a freed segment page would
+otherwise keep old words (names, addresses) beyond the reach of a redaction."""
 
 _BY_ADDRESS = (
     ("organization_invitations", "email_address", "organizationInvitation"),
@@ -190,14 +193,15 @@ def reproject(
         conn.executemany(_rewrite_sql(spec), rows)
     insert_versions(conn, versions)  # same keys: the redacted fields replace the old ones
     rederive(conn, ((v[0], v[1]) for v in versions))
+    conn.execute(f"INSERT INTO {SEARCH} ({SEARCH}) VALUES ('rebuild')")  # no old token survives
     return failures
 
 
 def erase_replaced(conn: sqlite3.Connection) -> bool:
     """After the commit of a redaction's re-projection: move the WAL into the file and
-    truncate it, and turn ``secure_delete`` back to the connection's default. Returns whether
+    truncate it, and set ``secure_delete`` back to the projector's setting. Returns whether
     the checkpoint completed (readers of older snapshots can hold it back)."""
     try:
         return truncate_wal(conn)
     finally:
-        conn.execute(f"PRAGMA secure_delete = {SECURE_DELETE}")
+        conn.execute(f"PRAGMA secure_delete = {PROJECTIONS_SECURE_DELETE}")

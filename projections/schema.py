@@ -20,7 +20,7 @@ from projections.entities import SPECS, EntitySpec
 TIMELINE = "audit_timeline"
 TIMELINE_COLUMNS = (
     "position", "event_id", "occurred_at", "summary", "actor_id", "user_id", "organization_id",
-    "client_ip", "device", "browser", "city", "country", "user_agent", "event_type",
+    "client_ip", "device", "browser", "city", "country", "user_agent", "email", "event_type",
     "object_type", "object_id",
 )  # fmt: skip
 """The readable sentence and who, where and with what come first: Datasette shows columns in
@@ -193,6 +193,37 @@ FROM organization_invitations, (SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AS 
 }
 
 
+SEARCHED = ("summary", "actor_id", "user_id", "organization_id", "object_id", "client_ip",
+            "email", "event_type")  # fmt: skip
+"""The timeline columns its full-text index covers: a search finds an actor, a target, an
+email, an IP address or an event type."""
+SEARCH = f"{TIMELINE}_fts"
+SEARCH_DDL = (
+    f"CREATE VIRTUAL TABLE {SEARCH} USING fts5({', '.join(SEARCHED)}, "
+    f'content="{TIMELINE}", content_rowid=position, tokenize="unicode61 tokenchars \'_.@-\'")',
+    *(
+        f"CREATE TRIGGER {TIMELINE}_fts_{when} AFTER {when.upper()} ON {TIMELINE} BEGIN "
+        + (
+            f"INSERT INTO {SEARCH} ({SEARCH}, rowid, {', '.join(SEARCHED)}) VALUES "
+            f"('delete', old.position, {', '.join('old.' + c for c in SEARCHED)}); "
+            if when != "insert"
+            else ""
+        )
+        + (
+            f"INSERT INTO {SEARCH} (rowid, {', '.join(SEARCHED)}) VALUES "
+            f"(new.position, {', '.join('new.' + c for c in SEARCHED)}); "
+            if when != "delete"
+            else ""
+        )
+        + "END"
+        for when in ("insert", "delete", "update")
+    ),
+)
+"""The timeline's full-text index (FTS5, its content read from the timeline) and the triggers
+that keep it in step. Ids, addresses and emails are single tokens (``_ . @ -`` are part of a
+token), so ``user_2abc`` or ``maya@example.com`` finds exactly that."""
+
+
 def view_ddl(name: str) -> str:
     return f"CREATE VIEW {name} AS{VIEWS[name]}"
 
@@ -205,4 +236,5 @@ def fingerprint() -> str:
     parts = [table_ddl(t, t) for t in PROJECTION_TABLES] + [ERRORS_DDL, META_DDL]
     parts += [index_ddl(i) for i in INDEXES]
     parts += [view_ddl(v) for v in VIEWS]
+    parts += list(SEARCH_DDL)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

@@ -16,6 +16,8 @@ from projections.schema import (
     META,
     META_DDL,
     PROJECTION_TABLES,
+    SEARCH,
+    SEARCH_DDL,
     VIEWS,
     fingerprint,
     index_ddl,
@@ -64,10 +66,15 @@ def create_tables(conn: sqlite3.Connection) -> None:
 
 
 def create_indexes(conn: sqlite3.Connection) -> None:
+    """Indexes, views and the timeline's full-text index (built from the rows already there,
+    kept up to date by triggers from then on)."""
     for index in INDEXES:
         conn.execute(index_ddl(index))
     for view in VIEWS:
         conn.execute(view_ddl(view))
+    for statement in SEARCH_DDL:
+        conn.execute(statement)
+    conn.execute(f"INSERT INTO {SEARCH} ({SEARCH}) VALUES ('rebuild')")
 
 
 def create_schema(conn: sqlite3.Connection) -> None:

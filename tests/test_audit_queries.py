@@ -164,3 +164,23 @@ def test_state_refuses_a_time_that_is_not_iso(store: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 1
     assert "not an ISO-8601 time" in done.stderr
+
+
+@pytest.mark.asyncio
+async def test_the_timeline_search_finds_an_email_an_ip_an_id_and_an_event_type(
+    ds: Datasette,
+) -> None:
+    async def search(text: str) -> set[str]:
+        answer = await ds.client.get(
+            "/audit/audit_timeline.json",
+            params={"_search": text, "_shape": "objects", "_size": "max"},
+        )
+        assert answer.status_code == 200, answer.text
+        return {row["event_id"] for row in answer.json()["rows"]}
+
+    assert await search("maia@example.com") == {"msg_05"}
+    assert await search('"session.ended"') == {"msg_11"}
+    assert await search("orgmem_1") == {"msg_06", "msg_07", "msg_08"}
+    assert len(await search(SIGN_IN_IP)) == len(fixture_events())
+    assert await search("banned") == {"msg_02"}
+    assert await search("nobody@example.com") == set()

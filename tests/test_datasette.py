@@ -268,10 +268,12 @@ def schema(db_path: Path) -> dict[str, list[str]]:
             name
             for (name,) in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
-                "AND name NOT LIKE 'sqlite%' ORDER BY name"
+                "AND name NOT LIKE 'sqlite%' AND name NOT GLOB '*_fts_*' ORDER BY name"
             )
         ]
-        return {n: [c[1] for c in conn.execute(f"PRAGMA table_xinfo({n})")] for n in names}
+        return {
+            n: [c[1] for c in conn.execute(f"PRAGMA table_xinfo({n})") if not c[-1]] for n in names
+        }
     finally:
         conn.close()
 
@@ -365,7 +367,8 @@ async def hidden_tables(ds: Datasette, database: str) -> tuple[set[str], set[str
 @pytest.mark.asyncio
 async def test_internal_tables_are_hidden(ds: Datasette) -> None:
     projections, hidden = await hidden_tables(ds, PROJECTIONS)
-    assert hidden == {"_projection_meta", "entity_versions"}
+    assert {"_projection_meta", "entity_versions", "audit_timeline_fts"} <= hidden
+    assert all(h.startswith(("_", "entity_", "audit_timeline_fts")) for h in hidden)
     assert {"audit_timeline", "projection_errors"} <= projections
     assert "events" not in projections
     log, hidden = await hidden_tables(ds, LOG)

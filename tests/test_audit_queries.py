@@ -184,3 +184,73 @@ async def test_the_timeline_search_finds_an_email_an_ip_an_id_and_an_event_type(
     assert len(await search(SIGN_IN_IP)) == len(fixture_events())
     assert await search("banned") == {"msg_02"}
     assert await search("nobody@example.com") == set()
+
+
+# ----------------------------------------------------------- navigation and pictures ---
+
+
+async def page(ds: Datasette, path: str) -> str:
+    answer = await ds.client.get(path, follow_redirects=True)
+    assert answer.status_code == 200, (path, answer.text[:500])
+    return str(answer.text)
+
+
+@pytest.mark.asyncio
+async def test_a_user_page_links_to_history_sign_ins_and_changes(ds: Datasette) -> None:
+    html = await page(ds, "/audit/users/user_maya")
+    for href in (
+        "/audit/user_history?user_id=user_maya",
+        "/audit/sign_ins_for_user?user_id=user_maya",
+        "/audit/user_changes?user_id=user_maya",
+    ):
+        assert f'href="{href}"' in html
+    html = await page(ds, "/audit/organizations/org_h")
+    assert 'href="/audit/organization_members_as_of?organization_id=org_h"' in html
+    assert 'href="/-/clerk-audit/roles/org_h"' in html
+
+
+@pytest.mark.asyncio
+async def test_tables_open_readable(ds: Datasette) -> None:
+    answer = await ds.client.get("/audit/users")
+    assert answer.status_code == 302
+    assert "_nocol=data" in answer.headers["location"]
+    html = await page(ds, "/audit/users")
+    assert 'scope="col" data-column="version_rank"' not in html  # no such column header
+    assert 'data-column="display_name"' in html
+    assert '<td class="col-banned type-int">no</td>' in html
+    assert "(deleted before capture)" in html
+    assert (await ds.client.get("/audit/users.json")).status_code == 200  # no redirect
+
+
+@pytest.mark.asyncio
+async def test_the_timeline_links_ids_names_and_the_raw_event(ds: Datasette) -> None:
+    html = await page(ds, "/audit/audit_timeline?object_id=sess_1")
+    assert '<a href="/audit/user_history?user_id=user_maya">Maia Okafor</a>' in html
+    assert 'href="/audit/object_history?object_id=sess_1"' in html
+    position = (await query(ds, "object_history", object_id="sess_1", **{"from": "", "to": ""}))[0][
+        -1
+    ]
+    assert f'href="/log/events/{position}"' in html
+    raw = await page(ds, f"/log/events/{position}")
+    assert '<pre class="event-body">{\n  &#34;data&#34;: {' in raw or (
+        '<pre class="event-body">{\n  &quot;data&quot;: {' in raw
+    )
+
+
+@pytest.mark.asyncio
+async def test_the_pictures_render_svg(ds: Datasette) -> None:
+    html = await page(ds, "/-/clerk-audit/charts")
+    assert html.count("<svg") == 3 and "<rect" in html and "<script" not in html
+    day = at(0)[:10]
+    assert f'href="/audit/audit_timeline?occurred_at__gte={day}&amp;occurred_at__lt=' in html
+    roles = await page(ds, "/-/clerk-audit/roles/org_h")
+    assert roles.count("<rect") == 2 and "org:member" in roles and "org:admin" in roles
+
+
+def test_a_day_chart_shows_the_days_without_events() -> None:
+    from eventstore.datasette_charts import bar_chart
+
+    svg = bar_chart("t", {"2026-08-01": {"events": 2}, "2026-08-04": {"events": 1}}, link=True)
+    for day in ("2026-08-01", "2026-08-02", "2026-08-03", "2026-08-04"):
+        assert f"occurred_at__gte={day}&amp;" in svg
+    assert svg.count("<title>") == 4 and "2026-08-02: 0" in svg

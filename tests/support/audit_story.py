@@ -66,6 +66,8 @@ SESSIONS = [
     ("msg_10", "session.created", _session("sess_1", T0 + 1500, "active", "Lagos")),
     ("msg_11", "session.ended", _session("sess_1", T0 + 7 * S, "ended", "Lagos")),
     ("msg_12", "session.created", _session("sess_2", T0 + 6 * S, "active", "Abuja")),
+    ("msg_20", "user.deleted", {"id": "user_gone", "object": "user", "deleted": True,
+                                "updated_at": T0 + 8 * S}),
 ]  # fmt: skip
 SIGN_IN_IP = "192.0.2.1"
 """The request address every event of the story carries (``tests.support.history``)."""

@@ -57,7 +57,7 @@ def bar_chart(title: str, counts: Series, link: bool = False) -> str:
         return f"<h2>{html.escape(title)}</h2><p>Nothing yet.</p>"
     days = days_between(min(counts), max(counts))
     top = max(sum(v.values()) for v in counts.values()) or 1
-    width = MARGIN + len(days) * BAR + 10
+    width = MARGIN + len(days) * BAR + 70  # room for the last day's label
     axis = f'x1="{MARGIN - 2}" y1="{HEIGHT}" x2="{width}" y2="{HEIGHT}"'
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" '
@@ -67,7 +67,7 @@ def bar_chart(title: str, counts: Series, link: bool = False) -> str:
     ]
     for n, day in enumerate(days):
         parts.append(_bar(MARGIN + n * BAR, day, counts.get(day, {}), top, link))
-    for n in (0, len(days) - 1):
+    for n in sorted({0, len(days) - 1}):
         parts.append(
             f'<text x="{MARGIN + n * BAR}" y="{HEIGHT + 14}" font-size="10">{days[n]}</text>'
         )

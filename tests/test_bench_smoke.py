@@ -130,3 +130,18 @@ def test_disk_figures_and_the_rebuild_profile_of_a_generated_log(tmp_path: Path)
     session, about = profile_rebuild(log, 300)
     assert session.duration > 0
     assert "300 events" in about
+
+
+def test_the_page_timings_run_on_a_small_store(tmp_path: Path) -> None:
+    import asyncio
+
+    from bench.queries import measure
+    from tests.support.audit_story import fixture_events
+    from tests.support.direct import append_all, new_store
+
+    conn = new_store(tmp_path / "audit.db")
+    append_all(conn, fixture_events())
+    conn.close()
+    results = asyncio.run(measure(tmp_path / "audit.db", runs=1))
+    assert len(results) == 15
+    assert {status for *_, status in results} == {200}

@@ -49,7 +49,7 @@ def _append_in_chunks(path: Path, events: list[Event], sizes: list[int]) -> sqli
     return conn
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), events=histories())
 def test_changes_are_the_same_in_any_order_and_batching_and_after_a_rebuild(
     data: st.DataObject, events: list[Event], tmp_path_factory: Any

@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 
 from eventstore.paths import default_projections_path
 
-PAGE_MS, SEARCH_MS = 200.0, 500.0
+PAGE_MS, SEARCH_MS, PICTURES_MS = 200.0, 500.0, 1000.0
 
 
 def _one(conn: sqlite3.Connection, sql: str) -> Any:
@@ -84,6 +84,7 @@ def pages(p: dict[str, str]) -> dict[str, tuple[str, float]]:
             SEARCH_MS,
         ),
         "roles over time": (f"/-/clerk-audit/roles/{p['org']}", PAGE_MS),
+        "pictures (whole log, no target)": ("/-/clerk-audit/charts", PICTURES_MS),
     }
 
 

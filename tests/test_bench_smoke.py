@@ -143,5 +143,5 @@ def test_the_page_timings_run_on_a_small_store(tmp_path: Path) -> None:
     append_all(conn, fixture_events())
     conn.close()
     results = asyncio.run(measure(tmp_path / "audit.db", runs=1))
-    assert len(results) == 15
+    assert len(results) == 16
     assert {status for *_, status in results} == {200}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 GENESIS = bytes(32)
@@ -68,64 +67,56 @@ Row = tuple[int, str, bytes, str, str | None]
 """``(position, event_id, body, body_sha256, chain)``."""
 
 
-def _bodies_differ(rows: Sequence[Row], redacted: frozenset[int]) -> list[bool]:
-    """Per row, whether its body does not match its ``body_sha256`` (hashlib hashes without
-    the GIL, so this runs in a thread beside the chain's own work)."""
-    sha256 = hashlib.sha256
-    return [row[0] not in redacted and sha256(row[2]).hexdigest() != row[3] for row in rows]
-
-
-def _chain_problem(rows: Sequence[Row], previous: bytes, expected: int) -> tuple[int, str] | None:
-    """The index and kind of the first row of ``rows`` whose position or chain value is wrong
-    (bodies aside), given the chain value before them."""
-    for index, (position, event_id, _, body_sha256, chain) in enumerate(rows):
+def _first_problem(
+    rows: Sequence[Row], previous: bytes, expected: int, redacted: frozenset[int]
+) -> tuple[int, str] | None:
+    """The index and kind of the first row of ``rows`` that does not verify, given the chain
+    value before them: a missing position, a body that does not match its ``body_sha256``
+    (unless a recorded redaction replaced it), or a chain value that does not follow."""
+    sha256, fromhex = hashlib.sha256, bytes.fromhex
+    for index, (position, event_id, body, body_sha256, chain) in enumerate(rows):
         if position != expected + index:
-            return (
-                index,
-                f"expected position {expected + index} here, found {position}: events are missing",
-            )
+            return index, (f"expected position {expected + index} here, found {position}: "
+                           "events are missing")  # fmt: skip
+        if sha256(body).hexdigest() != body_sha256 and position not in redacted:
+            return index, "the body does not match its body_sha256"
         if chain is None:
             return index, "the event has no chain value"
-        value = bytes.fromhex(chain)
+        value = fromhex(chain)
         if link(previous, position, event_id, body_sha256) != value:
             return index, "the chain value does not follow from the event before it"
         previous = value
     return None
 
 
-def _first_break(
-    rows: Sequence[Row], differ: list[bool], chain: tuple[int, str] | None
-) -> tuple[int, str] | None:
-    body = next((i for i, wrong in enumerate(differ) if wrong), None)
-    if body is not None and (chain is None or body <= chain[0]):
-        return body, "the body does not match its body_sha256"
-    return chain
-
-
 def verify_rows(
     batches: Iterable[Sequence[Row]],
     redacted: frozenset[int] = frozenset(),
     progress: Callable[[int], None] | None = None,
+    *,
+    previous: bytes = GENESIS,
+    first: int = 1,
+    last: int | None = None,
 ) -> ChainReport:
-    """Recompute the chain over the whole log, read as ``batches`` of rows in position order,
-    stopping at the first break. ``redacted``: positions whose bodies a recorded redaction
-    replaced (their digests are the originals', by design). A batch's bodies are hashed in a
-    thread (hashlib lets go of the GIL) while its chain is recomputed here and the next batch
-    is read."""
-    previous, verified, count = GENESIS, 0, 0
-    with ThreadPoolExecutor(1, thread_name_prefix="clerk-audit-verify") as pool:
-        for rows in batches:
-            hashed = pool.submit(_bodies_differ, rows, redacted)
-            chained = _chain_problem(rows, previous, verified + 1)  # while the bodies hash
-            broken = _first_break(rows, hashed.result(), chained)
-            if broken is not None:
-                index, problem = broken
-                before = bytes.fromhex(rows[index - 1][4] or "") if index else previous
-                return ChainReport(count + index + 1, verified + index, before.hex(),
-                                   Break(verified + index + 1, problem))  # fmt: skip
-            count += len(rows)
-            verified += len(rows)
-            previous = bytes.fromhex(rows[-1][4] or "")
-            if progress is not None:
-                progress(len(rows))
+    """Recompute the chain over ``batches`` of rows in position order, from ``first`` (whose
+    link follows ``previous``) to ``last`` (the end of what was read, when None), stopping at
+    the first break. ``redacted``: positions whose bodies a recorded redaction replaced (their
+    digests are the originals', by design)."""
+    verified, count = first - 1, 0
+    for rows in batches:
+        broken = _first_problem(rows, previous, verified + 1, redacted)
+        if broken is not None:
+            index, problem = broken
+            before = bytes.fromhex(rows[index - 1][4] or "") if index else previous
+            return ChainReport(count + index + 1, verified + index, before.hex(),
+                               Break(verified + index + 1, problem))  # fmt: skip
+        count += len(rows)
+        verified += len(rows)
+        previous = bytes.fromhex(rows[-1][4] or "")
+        if progress is not None:
+            progress(len(rows))
+    if last is not None and verified < last:
+        missing = Break(verified + 1, f"expected position {verified + 1} here, found none: "
+                        "events are missing")  # fmt: skip
+        return ChainReport(count, verified, previous.hex(), missing)
     return ChainReport(count, verified, previous.hex(), None)

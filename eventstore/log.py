@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from functools import cache
 from typing import Literal
 
 from eventstore.chain import GENESIS, link
@@ -26,14 +27,32 @@ DELIVERY_COLUMNS = (
     "event_id", "received_at", "svix_timestamp", "outcome", "reason", "remote_addr",
     "user_agent", "body_sha256",
 )  # fmt: skip
-_INSERT_EVENT = (
-    f"INSERT INTO events (position, {', '.join(EVENT_COLUMNS)}, chain) "
-    f"VALUES ({', '.join('?' * (2 + len(EVENT_COLUMNS)))})"
-)
-_INSERT_DELIVERY = (
-    f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(DELIVERY_COLUMNS))})"
-)
+_INSERT_EVENT = f"INSERT INTO events (position, {', '.join(EVENT_COLUMNS)}, chain)"
+_INSERT_DELIVERY = f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)})"
+MAX_ROWS_PER_INSERT = 512
+"""Rows per multi-row ``INSERT`` (its parameters stay under SQLite's limit of 32,766)."""
+
+
+@cache
+def _values(insert: str, width: int, rows: int) -> str:
+    row = f"({', '.join('?' * width)})"
+    return f"{insert} VALUES {', '.join([row] * rows)}"
+
+
+def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[object]]) -> None:
+    """``insert`` (``INSERT INTO t (columns)``) of ``rows``, many rows per statement.
+
+    A table with triggers gets a statement journal for every statement, which copies each page
+    the statement changes; ``executemany`` runs one statement per row, so every row copied the
+    table's and each index's last page again. Statements of power-of-two sizes keep the
+    distinct SQL texts (and the statement cache) small. One failing row fails its statement.
+    """
+    start = 0
+    while start < len(rows):
+        count = min(MAX_ROWS_PER_INSERT, 1 << ((len(rows) - start).bit_length() - 1))
+        part = rows[start : start + count]
+        conn.execute(_values(insert, len(part[0]), count), [v for row in part for v in row])
+        start += count
 
 
 RESERVED_PREFIX = "clerk-audit."
@@ -120,7 +139,7 @@ def append_many(conn: sqlite3.Connection, records: Sequence[EventRecord]) -> lis
                 f"event {record.event_id} is already stored (position {stored[0]}) "
                 "with a different body; the stored event is kept"
             ))  # fmt: skip
-    conn.executemany(_INSERT_EVENT, new_rows)
+    insert_rows(conn, _INSERT_EVENT, new_rows)
     return results
 
 
@@ -139,9 +158,8 @@ def append(
 
 def record_deliveries(conn: sqlite3.Connection, deliveries: Iterable[DeliveryRecord]) -> None:
     """Add one ``deliveries`` row for each of ``deliveries``."""
-    conn.executemany(
-        _INSERT_DELIVERY, (tuple(getattr(d, c) for c in DELIVERY_COLUMNS) for d in deliveries)
-    )
+    rows = [tuple(getattr(d, c) for c in DELIVERY_COLUMNS) for d in deliveries]
+    insert_rows(conn, _INSERT_DELIVERY, rows)
 
 
 def record_delivery(conn: sqlite3.Connection, delivery: DeliveryRecord) -> None:
@@ -167,11 +185,15 @@ def log_position(conn: sqlite3.Connection) -> int:
     return int(position)
 
 
-def chain_rows(conn: sqlite3.Connection, batch: int = 2_000) -> Iterator[list[ChainRow]]:
-    """Every event as ``(position, event_id, body, body_sha256, chain)``, in position order,
-    ``batch`` at a time."""
+def chain_rows(
+    conn: sqlite3.Connection, first: int = 1, last: int | None = None, batch: int = 2_000
+) -> Iterator[list[ChainRow]]:
+    """The events from ``first`` to ``last`` (the head, when None) as ``(position, event_id,
+    body, body_sha256, chain)``, in position order, ``batch`` at a time."""
     cursor = conn.execute(
-        "SELECT position, event_id, body, body_sha256, chain FROM events ORDER BY position"
+        "SELECT position, event_id, body, body_sha256, chain FROM events "
+        "WHERE position BETWEEN ? AND ? ORDER BY position",
+        (first, last if last is not None else 2**63 - 1),
     )
     while rows := cursor.fetchmany(batch):
         yield rows

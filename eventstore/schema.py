@@ -280,3 +280,16 @@ def m010_imports(db: Database) -> None:
     db.execute(IMPORTED_EVENTS)
     for statement in [*_append_only("imports"), *_append_only("imported_events")]:
         db.execute(statement)
+
+
+@log_migrations()
+def m011_redaction_events_index(db: Database) -> None:
+    """Only redaction events are looked up by type (``eventstore.redaction``): a partial index
+    for them instead of one over every event's type. That one cost each group commit a 16 KiB
+    page per distinct type it held: 29% of the write-ahead log's bytes per event in the
+    ingest benchmark's mix, and the disk's bytes are what a group commit waits for."""
+    db.execute("DROP INDEX IF EXISTS events_event_type")
+    db.execute(
+        "CREATE INDEX events_redactions ON events (position) "
+        "WHERE event_type = 'clerk-audit.redaction'"
+    )

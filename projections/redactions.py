@@ -35,6 +35,7 @@ from projections.apply import insert_timeline
 from projections.entities import COMMON_COLUMNS, EntitySpec
 from projections.failures import Failure, failure
 from projections.fold import (
+    Claim,
     LoggedEvent,
     VersionRow,
     claim,
@@ -165,9 +166,7 @@ def reproject(
         conn.execute(f"DELETE FROM {TIMELINE} WHERE position IN {_in(part)}", part)
         conn.execute(f"DELETE FROM {ERRORS} WHERE position IN {_in(part)}", part)
     failures: list[Failure] = []
-    timeline: list[tuple[Any, ...]] = []
-    rewrites: dict[EntitySpec, list[tuple[Any, ...]]] = {}
-    versions: list[VersionRow] = []
+    parsed: list[tuple[LoggedEvent, Claim | None]] = []
     for position, event_id, body, status in read_bodies(log, positions):
         if status != "ok":
             continue
@@ -176,12 +175,21 @@ def reproject(
             if event is None:
                 failures.append((position, event_id, "the stored body is not an event"))
                 continue
-            row = timeline_row(event)
-            found = claim(event)
-            entity = entity_row(found, event) if found is not None else None
-            version = version_row(found, event, row[_SUMMARY]) if found is not None else None
+            parsed.append((event, claim(event)))
         except Exception as error:  # as in the projector: only this event is left out
             failures.append(failure(position, event_id, error))
+    stored = _stored_event_ids(conn, [found for _, found in parsed if found is not None])
+    timeline: list[tuple[Any, ...]] = []
+    rewrites: dict[EntitySpec, list[tuple[Any, ...]]] = {}
+    versions: list[VersionRow] = []
+    for event, found in parsed:
+        gave = found is not None and stored.get((found.spec, found.entity_id)) == event.event_id
+        try:
+            row = timeline_row(event)
+            entity = entity_row(found, event) if found is not None and gave else None
+            version = version_row(found, event, row[_SUMMARY]) if found is not None else None
+        except Exception as error:
+            failures.append(failure(event.position, event.event_id, error))
             continue
         timeline.append(row)
         if found is not None and entity is not None:
@@ -195,6 +203,24 @@ def reproject(
     rederive(conn, ((v[0], v[1]) for v in versions))
     conn.execute(f"INSERT INTO {SEARCH} ({SEARCH}) VALUES ('rebuild')")  # no old token survives
     return failures
+
+
+def _stored_event_ids(
+    conn: sqlite3.Connection, claims: Sequence[Claim]
+) -> dict[tuple[EntitySpec, str], str]:
+    """The ``event_id`` of each claimed entity's stored row: only the event that gave it is
+    turned into a row again (a user's 1,000 updates rewrite one row, not a thousand)."""
+    wanted: dict[EntitySpec, set[str]] = {}
+    for found in claims:
+        wanted.setdefault(found.spec, set()).add(found.entity_id)
+    stored: dict[tuple[EntitySpec, str], str] = {}
+    for spec, ids in wanted.items():
+        for part in in_chunks(sorted(ids)):
+            for entity_id, event_id in conn.execute(
+                f"SELECT id, event_id FROM {spec.table} WHERE id IN {_in(part)}", part
+            ):
+                stored[spec, entity_id] = event_id
+    return stored
 
 
 def erase_replaced(conn: sqlite3.Connection) -> bool:

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from eventstore.chain import GENESIS, links
+from eventstore.chain import GENESIS, Break, ChainReport, links
+from eventstore.chain_check import combine, spans
 from eventstore.checkpointer import Checkpointer, CheckpointPolicy
 from eventstore.db import open_store, transaction
 from eventstore.schema import APPLICATION_ID, log_migrations
@@ -57,9 +58,10 @@ def _verify(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return _cli("verify", "--db", str(path), *extra)
 
 
-def test_an_intact_log_verifies(db_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2", "20"])
+def test_an_intact_log_verifies(db_path: Path, workers: str) -> None:
     _log(db_path)
-    done = _verify(db_path)
+    done = _verify(db_path, "--workers", workers)
     assert done.returncode == 0, done.stderr
     assert f"verified {EVENTS} events: the chain is intact up to position {EVENTS}" in done.stdout
 
@@ -98,12 +100,15 @@ EDITS: dict[str, tuple[list[str], int, str]] = {
 }  # fmt: skip
 
 
+@pytest.mark.parametrize("workers", ["1", "3"])
 @pytest.mark.parametrize("edit", list(EDITS))
-def test_a_hostile_edit_is_named_by_position(db_path: Path, edit: str) -> None:
+def test_a_hostile_edit_is_named_by_position(db_path: Path, edit: str, workers: str) -> None:
+    """With 3 workers the 12 events are checked as 1-4, 5-8 and 9-12 side by side, so the
+    edits at 4 and 5 fall on a range's edge."""
     statements, position, problem = EDITS[edit]
     _log(db_path)
     _edit(db_path, *statements)
-    done = _verify(db_path)
+    done = _verify(db_path, "--workers", workers)
     assert done.returncode == 1, done.stdout
     assert f"chain broken at position {position}:" in done.stderr
     assert problem in done.stderr
@@ -256,3 +261,19 @@ def test_serve_writes_checkpoints_into_its_folder_and_a_last_one_when_it_stops(
     assert written.name == "checkpoint-000000000003.json"
     done = _verify(db_path, "--against", str(written))
     assert done.returncode == 0 and "extends the checkpoint at position 3" in done.stdout
+
+
+@pytest.mark.parametrize(("head", "workers"), [(1, 1), (1, 4), (12, 3), (13, 3), (10, 20)])
+def test_spans_cover_the_log_once_in_order(head: int, workers: int) -> None:
+    parts = spans(head, workers)
+    covered = [p for span in parts for p in range(span.first, span.last + 1)]
+    assert covered == list(range(1, head + 1))
+    assert len(parts) <= workers
+
+
+def test_the_first_broken_range_names_the_break_and_counts_what_was_read() -> None:
+    intact = ChainReport(4, 4, "aa", None)
+    broken = ChainReport(2, 6, "bb", Break(7, "the body does not match its body_sha256"))
+    later = ChainReport(0, 8, "", Break(8, "no chain value"))
+    assert combine([intact, broken, later]) == ChainReport(6, 6, "bb", broken.broken)
+    assert combine([intact, ChainReport(4, 8, "cc", None)]) == ChainReport(8, 8, "cc", None)

@@ -10,7 +10,8 @@ from typing import NoReturn
 
 import click
 
-from eventstore.chain import ChainReport, verify_rows
+from eventstore.chain import ChainReport
+from eventstore.chain_check import verify_log
 from eventstore.checkpoints import (
     SIGNING_KEY_ENV,
     Checkpoint,
@@ -21,7 +22,7 @@ from eventstore.checkpoints import (
 from eventstore.cli.checkpoint import record
 from eventstore.cli.options import db_option
 from eventstore.db import open_reader
-from eventstore.log import chain_at, chain_rows, log_position
+from eventstore.log import chain_at, log_position
 from eventstore.redaction import Redacted, redacted_positions
 
 
@@ -32,21 +33,18 @@ def _fail(db_path: Path, position: int, message: str) -> NoReturn:
     sys.exit(1)
 
 
-def _verify(db_path: Path) -> tuple[ChainReport, Redacted]:
+def _verify(db_path: Path, workers: int | None) -> tuple[ChainReport, Redacted]:
     with closing(open_reader(db_path)) as conn:
-        conn.execute("BEGIN")  # one snapshot: what is appended meanwhile is not half-read
         total = log_position(conn)
         redacted = redacted_positions(conn)
-        bar = (
-            click.progressbar(length=total, label="events", file=sys.stderr)
-            if sys.stderr.isatty()
-            else nullcontext(None)
-        )
-        with bar as shown:
-            report = verify_rows(
-                chain_rows(conn), redacted.positions, progress=shown.update if shown else None
-            )
-        return report, redacted
+    bar = (
+        click.progressbar(length=total, label="events", file=sys.stderr)
+        if sys.stderr.isatty()
+        else nullcontext(None)
+    )
+    with bar as shown:
+        report = verify_log(db_path, workers, progress=shown.update if shown else None)
+    return report, redacted
 
 
 def _against(db_path: Path, checkpoint: Checkpoint, report: ChainReport) -> str:
@@ -74,7 +72,16 @@ def _against(db_path: Path, checkpoint: Checkpoint, report: ChainReport) -> str:
     type=click.Path(path_type=Path, dir_okay=False),
     help=f"The key a signed checkpoint must be signed with (default: that of {SIGNING_KEY_ENV}).",
 )
-def command(db_path: Path, against: Path | None, public_key: Path | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes checking ranges of the log side by side (default: one per core, for "
+    "logs of more than 100,000 events per core).",
+)
+def command(
+    db_path: Path, against: Path | None, public_key: Path | None, workers: int | None
+) -> None:
     """Recompute the log's hash chain; exit 1 naming the first position that breaks it.
 
     Every body must match its body_sha256 and every chain value must follow from the one
@@ -93,7 +100,7 @@ def command(db_path: Path, against: Path | None, public_key: Path | None) -> Non
         key_file = public_key or (Path(os.environ[SIGNING_KEY_ENV])
                                   if os.environ.get(SIGNING_KEY_ENV) else None)  # fmt: skip
         signed = check_signature(checkpoint, load_public_key(key_file) if key_file else None)
-    report, redacted = _verify(db_path)
+    report, redacted = _verify(db_path, workers)
     if report.broken is not None:
         broken = report.broken
         _fail(db_path, broken.position,

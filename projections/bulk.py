@@ -48,7 +48,7 @@ from projections.schema import (
     table_ddl,
     timeline_ddl,
 )
-from projections.tables import create_indexes, create_tables, set_checkpoint
+from projections.tables import create_indexes, create_search, create_tables, set_checkpoint
 from projections.winners import Entry, Winner, Winners
 from projections.workers import Pool, job_connection, worker_pool, workers_for
 
@@ -304,6 +304,7 @@ def build(
             del winners
         create_indexes(conn)
         derive_all(conn)
+        create_search(conn)
         set_checkpoint(conn, upto)
         conn.execute("PRAGMA locking_mode = NORMAL")
         conn.execute("PRAGMA journal_mode = WAL")

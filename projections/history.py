@@ -164,8 +164,16 @@ def _entities(rows: Iterator[VersionRow]) -> Iterator[list[VersionRow]]:
         yield list(versions)
 
 
+_SENTENCES = "temp.new_sentences"
+
+
 def derive_all(conn: sqlite3.Connection, batch: int = 20_000) -> None:
-    """Derive every entity's rows from ``entity_versions`` into empty tables (a rebuild)."""
+    """Derive every entity's rows from ``entity_versions`` into empty tables (a rebuild).
+
+    The sentences that name changes are collected by timeline position and written in one
+    ``UPDATE`` in position order: one by one, by ``event_id``, they would visit the timeline's
+    pages at random."""
+    conn.execute(f"CREATE TABLE {_SENTENCES} (position INTEGER PRIMARY KEY, summary TEXT)")
     cursor = conn.cursor()
     cursor.execute(_SELECT + _ORDER)
     out = Derived([], [], [], [])
@@ -175,9 +183,17 @@ def derive_all(conn: sqlite3.Connection, batch: int = 20_000) -> None:
             _flush(conn, out)
             out = Derived([], [], [], [])
     _flush(conn, out)
+    conn.execute(
+        f"UPDATE {TIMELINE} SET summary = n.summary FROM {_SENTENCES} AS n "
+        f"WHERE {TIMELINE}.position = n.position"
+    )
+    conn.execute(f"DROP TABLE {_SENTENCES}")
 
 
 def _flush(conn: sqlite3.Connection, out: Derived) -> None:
     _insert(conn, out)
-    changed = [(final, e) for final, e, own in out.summaries if final != own]
-    conn.executemany(_UPDATE_SUMMARY, changed)
+    changed = [(e, final) for final, e, own in out.summaries if final != own]
+    conn.executemany(
+        f"INSERT INTO {_SENTENCES} SELECT position, ?2 FROM {TIMELINE} WHERE event_id = ?1",
+        changed,
+    )

@@ -66,12 +66,16 @@ def create_tables(conn: sqlite3.Connection) -> None:
 
 
 def create_indexes(conn: sqlite3.Connection) -> None:
-    """Indexes, views and the timeline's full-text index (built from the rows already there,
-    kept up to date by triggers from then on)."""
     for index in INDEXES:
         conn.execute(index_ddl(index))
     for view in VIEWS:
         conn.execute(view_ddl(view))
+
+
+def create_search(conn: sqlite3.Connection) -> None:
+    """The timeline's full-text index, built from the rows already there and kept up to date
+    by triggers from then on (a rebuild makes it last: each trigger would cost more than the
+    one pass)."""
     for statement in SEARCH_DDL:
         conn.execute(statement)
     conn.execute(f"INSERT INTO {SEARCH} ({SEARCH}) VALUES ('rebuild')")
@@ -81,6 +85,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
     """Tables, indexes and views of an empty projections file."""
     create_tables(conn)
     create_indexes(conn)
+    create_search(conn)
 
 
 def row_counts(conn: sqlite3.Connection) -> dict[str, int]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -97,17 +98,34 @@ def _pretty_body(value: bytes) -> Markup | None:
     )
 
 
+NAMES_TTL_S = 2.0
+"""How long a user's name is reused across cells: a page of a thousand sentences about one user
+looks the name up once, and a rename shows within seconds."""
+_names: dict[str, tuple[str | None, float]] = {}
+
+
+async def _user_names(datasette: Any, database: str, users: list[str]) -> dict[str, str]:
+    """``{user_id: display name}`` for those of ``users`` with a known name."""
+    now = time.monotonic()
+    if len(_names) > 10_000:
+        _names.clear()
+    missing = [u for u in users if _names.get(u, (None, 0.0))[1] < now]
+    if missing:
+        marks = ", ".join("?" * len(missing))
+        rows = await datasette.get_database(database).execute(
+            f"SELECT id, display_name FROM users WHERE id IN ({marks})", missing
+        )
+        found = {row[0]: row[1] for row in rows}
+        for user in missing:
+            _names[user] = (found.get(user), now + NAMES_TTL_S)
+    return {u: name for u in users if (name := _names[u][0])}
+
+
 async def _named(datasette: Any, database: str, text: str) -> Markup:
     """``text`` with each Clerk id linked, user ids shown as the user's name where known."""
     ids = sorted(set(CLERK_ID.findall(text)))
     users = [i for i in ids if i.startswith("user_")]
-    names: dict[str, str] = {}
-    if users:
-        marks = ", ".join("?" * len(users))
-        rows = await datasette.get_database(database).execute(
-            f"SELECT id, display_name FROM users WHERE id IN ({marks})", users
-        )
-        names = {row[0]: row[1] for row in rows if row[1]}
+    names = await _user_names(datasette, database, users) if users else {}
     parts, last = [], 0
     for match in CLERK_ID.finditer(text):
         parts.append(html.escape(text[last : match.start()]))

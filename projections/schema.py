@@ -86,6 +86,8 @@ _REFERENCES = {
 class Index:
     table: str
     columns: tuple[str, ...]
+    where: str = ""
+    """A partial index's condition: for columns that are nearly always NULL."""
 
 
 INDEXES = (
@@ -108,7 +110,9 @@ INDEXES = (
     Index(TIMELINE, ("user_id", "occurred_at")),
     Index(TIMELINE, ("organization_id", "occurred_at")),
     Index(TIMELINE, ("object_id",)),
-    Index(TIMELINE, ("event_type",)),
+    Index(TIMELINE, ("event_type", "occurred_at")),
+    Index(TIMELINE, ("actor_id",), "actor_id IS NOT NULL"),
+    Index("sessions", ("actor_id",), "actor_id IS NOT NULL"),
     Index(TIMELINE, ("client_ip",)),
     Index("membership_roles", ("organization_id", "valid_from")),
     Index("membership_roles", ("role", "valid_from")),
@@ -162,7 +166,8 @@ def table_ddl(table: str, name: str) -> str:
 def index_ddl(index: Index) -> str:
     unique = "UNIQUE " if index.columns == ("event_id",) else ""
     name = f"{index.table}_by_{'_'.join(index.columns)}"
-    return f"CREATE {unique}INDEX {name} ON {index.table} ({', '.join(index.columns)})"
+    where = f" WHERE {index.where}" if index.where else ""
+    return f"CREATE {unique}INDEX {name} ON {index.table} ({', '.join(index.columns)}){where}"
 
 
 VIEWS = {

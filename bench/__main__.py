@@ -21,6 +21,7 @@ from bench.ingest import run_ingest
 from bench.integrity import run_integrity
 from bench.machine import describe, load_average
 from bench.peer import run_peer
+from bench.postgres import run_postgres
 from bench.profile import QUICK, Profile
 from bench.profiling import profile_misses
 from bench.rebuild import run_rebuild
@@ -35,10 +36,11 @@ RUNNERS: dict[str, Callable[[Profile, Path], Section]] = {
     "disk": run_disk,
     "peer": run_peer,
     "integrity": run_integrity,
+    "postgres": run_postgres,
 }
 TITLES = {
     "ingest": "Ingest", "rebuild": "Rebuild", "disk": "Disk", "peer": "Peer: eventsourcing",
-    "integrity": "Integrity",
+    "integrity": "Integrity", "postgres": "PostgreSQL log",
 }  # fmt: skip
 
 

@@ -38,6 +38,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--pool", type=Path, required=True, help="the cached event pool")
     parser.add_argument("--events", type=int, default=100_000, help="unique events to send")
+    parser.add_argument("--skip", type=int, default=0, help="start this far into the pool")
     parser.add_argument("--redeliveries", type=float, default=0.2)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
@@ -117,7 +118,7 @@ def _summary(tally: Tally, seconds: float) -> dict[str, Any]:
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     built = time.perf_counter()
-    events = load_pool(args.pool, args.events)
+    events = load_pool(args.pool, args.skip + args.events)[args.skip :]
     order = delivery_order(len(events), args.redeliveries, seed=args.seed)
     secret = os.environ["CLERK_WEBHOOK_SIGNING_SECRET"]
     requests = signed_requests(events, secret, args.port)

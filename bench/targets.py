@@ -1,4 +1,4 @@
-"""The targets of issue 12, evaluated on the medians of one invocation."""
+"""The targets of issues 12, 14 and 16, evaluated on the medians of one invocation."""
 
 from __future__ import annotations
 
@@ -92,6 +92,7 @@ def evaluate(sections: Sections) -> list[Target]:
         Target("log on disk ≤ 1.3 x body bytes", m("disk", "log.per_body_byte"), 1.3, "<=", "x",
                disk),
         *_integrity(sections, m),
+        *_postgres(sections, m),
     ]  # fmt: skip
 
 
@@ -110,4 +111,21 @@ def _integrity(sections: Sections, m: Callable[[str, str], float]) -> list[Targe
                "x", integrity),
         Target("redact a user with 1,000 events < 1 s (1M log)", m("integrity", "redact.seconds"),
                1.0, "<", "s", integrity),
+    ]  # fmt: skip
+
+
+def _postgres(sections: Sections, m: Callable[[str, str], float]) -> list[Target]:
+    """Issue 16's targets (``bench.postgres``)."""
+    why = _missing(sections, "postgres")
+    return [
+        Target("PostgreSQL ingest, 1 server ≥ 2 x naive-pg", m("postgres",
+               "pg.ratio.clerk-audit x1"), 2.0, ">=", "x", why),
+        Target("PostgreSQL ingest, 2 servers ≥ 2 x naive-pg", m("postgres",
+               "pg.ratio.clerk-audit x2"), 2.0, ">=", "x", why),
+        Target("PostgreSQL ingest p99 < 25 ms (1 server)", m("postgres",
+               "pg.clerk-audit x1.p99_ms"), 25.0, "<", "ms", why),
+        Target("PostgreSQL ingest p99 < 25 ms (2 servers)", m("postgres",
+               "pg.clerk-audit x2.p99_ms"), 25.0, "<", "ms", why),
+        Target("projector following a PostgreSQL log ≥ 20,000 events/s", m("postgres",
+               "pg.projector.postgresql"), 20_000, ">=", "events/s", why),
     ]  # fmt: skip

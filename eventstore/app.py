@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from eventstore.backends import LogWriter, open_writer
 from eventstore.errors import (
     AuditStoreError,
     BodyIncomplete,
@@ -34,7 +35,7 @@ from eventstore.records import DeliveryRecord
 from eventstore.settings import Settings
 from eventstore.timefmt import now_iso
 from eventstore.verify import Verifier, claimed_event_id, claimed_timestamp
-from eventstore.writer import AppendJob, DeliveryJob, GroupCommitWriter, PositionJob
+from eventstore.writer import AppendJob, DeliveryJob, PositionJob
 from projections.progress import ProgressReader
 
 log = logging.getLogger("clerk_audit.ingest")
@@ -105,7 +106,7 @@ class Arrival:
 class Ingest:
     """The ingest route: read, verify, append, answer."""
 
-    def __init__(self, settings: Settings, writer: GroupCommitWriter) -> None:
+    def __init__(self, settings: Settings, writer: LogWriter) -> None:
         self._limit = settings.max_body_bytes
         self._verifier = Verifier(settings.secrets)
         self._writer = writer
@@ -154,7 +155,7 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._writer: GroupCommitWriter | None = None
+        self._writer: LogWriter | None = None
         self._ingest: Ingest | None = None
         self._feed: Feed | None = None
         self._progress = ProgressReader(settings.projections_path)
@@ -162,7 +163,7 @@ class Service:
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         signal = CommitSignal(asyncio.get_running_loop())
-        self._writer = GroupCommitWriter(
+        self._writer = open_writer(
             self._settings.db_path,
             busy_timeout_ms=self._settings.busy_timeout_ms,
             on_commit=signal.committed,

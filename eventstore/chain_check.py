@@ -18,7 +18,7 @@ from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
 from eventstore.chain import GENESIS, Break, ChainReport, verify_rows
-from eventstore.db import open_reader
+from eventstore.location import LogLocation, open_log_reader
 from eventstore.log import chain_at, chain_rows, log_position
 from eventstore.redaction import redacted_positions
 
@@ -48,13 +48,16 @@ def default_workers(head: int) -> int:
 
 
 def check_span(
-    db_path: Path, span: Span, progress: Callable[[int], None] | None = None
+    db_path: LogLocation, span: Span, progress: Callable[[int], None] | None = None
 ) -> ChainReport:
     """The chain from ``span.first`` to ``span.last``, the first link checked against the
     stored value before it."""
-    with closing(open_reader(db_path)) as conn:
-        conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")  # pages read in place, not copied
-        conn.execute("BEGIN")
+    with closing(open_log_reader(db_path)) as conn:
+        if isinstance(db_path, Path):
+            conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")  # pages read in place, not copied
+            conn.execute("BEGIN")
+        else:  # PostgreSQL: one snapshot for the range and its redactions
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         previous = GENESIS
         if span.first > 1:
             stored = chain_at(conn, span.first - 1)
@@ -78,7 +81,7 @@ def _count(events: int) -> None:
         _checked.value += events
 
 
-def _worker(db_path: Path, span: Span) -> ChainReport:
+def _worker(db_path: LogLocation, span: Span) -> ChainReport:
     return check_span(db_path, span, _count)
 
 
@@ -94,11 +97,11 @@ def combine(reports: list[ChainReport]) -> ChainReport:
 
 
 def verify_log(
-    db_path: Path, workers: int | None = None, progress: Callable[[int], None] | None = None
+    db_path: LogLocation, workers: int | None = None, progress: Callable[[int], None] | None = None
 ) -> ChainReport:
     """Recompute the chain of the log at ``db_path`` up to the head when it starts, with
     ``workers`` processes (default: one per core, for logs large enough to gain)."""
-    with closing(open_reader(db_path)) as conn:
+    with closing(open_log_reader(db_path)) as conn:
         head = log_position(conn)
     if head == 0:
         return ChainReport(0, 0, GENESIS.hex(), None)
@@ -109,7 +112,7 @@ def verify_log(
 
 
 def _in_processes(
-    db_path: Path, parts: list[Span], progress: Callable[[int], None] | None
+    db_path: LogLocation, parts: list[Span], progress: Callable[[int], None] | None
 ) -> list[ChainReport]:
     context = get_context("spawn")
     counter: Synchronized[int] = context.Value("q", 0)

@@ -23,8 +23,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from eventstore.db import open_store, transaction
+from eventstore.backends import log_transaction, open_log
 from eventstore.errors import ConfigurationError, StoreError
+from eventstore.location import LogLocation
 from eventstore.log import record_check
 from eventstore.timefmt import now_iso
 
@@ -156,11 +157,13 @@ def check_signature(checkpoint: Checkpoint, trusted: Ed25519PublicKey | None) ->
     return "signature valid for the trusted key"
 
 
-def note_check(db_path: Path, kind: Literal["verify", "checkpoint"], *fields: Any) -> str | None:
+def note_check(
+    db_path: LogLocation, kind: Literal["verify", "checkpoint"], *fields: Any
+) -> str | None:
     """Add a row to the log's ``integrity_checks`` (for the auditor's page); returns why it
     could not be written, or None."""
     try:
-        with closing(open_store(db_path)) as conn, transaction(conn, db_path):
+        with closing(open_log(db_path, create=False)) as conn, log_transaction(conn, db_path):
             record_check(conn, kind, now_iso(), *fields)
     except StoreError as error:
         return error.public

@@ -42,16 +42,16 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from eventstore.db import open_reader
 from eventstore.envelope import load_json
-from eventstore.errors import BadFeedRequest, FeedUnauthorized
+from eventstore.errors import BadFeedRequest, FeedUnauthorized, StoreError
+from eventstore.location import LogLocation, open_log_reader
+from eventstore.sql import Sql
 
 log = logging.getLogger("clerk_audit.feed")
 
@@ -146,31 +146,40 @@ class Page:
     """The cursor after this page: the last position returned, or looked at."""
 
 
-def read_page(conn: sqlite3.Connection, after: int, limit: int, filters: Filters) -> Page:
+def read_page(conn: Sql, after: int, limit: int, filters: Filters) -> Page:
     """Up to ``limit`` events after position ``after`` that pass ``filters``, in one read
     transaction (so the head a filtered page moves to is the one its rows come from)."""
     if not filters.any:
-        rows = conn.execute(
-            f"{SELECT} WHERE position > ? ORDER BY position LIMIT ?", (after, limit)
-        ).fetchall()
+        rows = _rows(conn, "WHERE position > ? ORDER BY position LIMIT ?", (after, limit))
         return Page(rows, rows[-1][0] if rows else after)
     where, params = filters.where()
     conn.execute("BEGIN")
     try:
         (head,) = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
         upper = min(head, after + SCAN_SPAN)
-        rows = conn.execute(
-            f"{SELECT} WHERE position > ? AND position <= ?{where} ORDER BY position LIMIT ?",
+        rows = _rows(
+            conn,
+            f"WHERE position > ? AND position <= ?{where} ORDER BY position LIMIT ?",
             (after, upper, *params, limit),
-        ).fetchall()
+        )
     finally:
         conn.execute("COMMIT")
     full = len(rows) == limit
     return Page(rows, rows[-1][0] if full else max(after, upper))
 
 
+def _rows(conn: Sql, clause: str, params: Sequence[Any]) -> list[Row]:
+    """The rows of ``SELECT ... FROM events <clause>`` as :data:`Row` (a PostgreSQL log writes
+    the columns' JSON in ``eventstore.pg.pages``, byte for byte as SQLite does)."""
+    if isinstance(conn, sqlite3.Connection):
+        return conn.execute(f"{SELECT} {clause}", params).fetchall()
+    from eventstore.pg.pages import rows
+
+    return rows(conn, clause, params)
+
+
 def iter_events(
-    conn: sqlite3.Connection, after: int, filters: Filters | None = None, batch: int = 2000
+    conn: Sql, after: int, filters: Filters | None = None, batch: int = 2000
 ) -> Iterator[Page]:
     """Pages of the log after ``after``, until they reach its head (``tail``, ``export``)."""
     filters = filters or Filters()
@@ -276,12 +285,12 @@ def _digest(token: str) -> bytes:
 class Feed:
     """``GET /events``: see the module docstring."""
 
-    def __init__(self, db_path: Path, token: str, signal: CommitSignal) -> None:
+    def __init__(self, db_path: LogLocation, token: str, signal: CommitSignal) -> None:
         self._db_path = db_path
         self._token = _digest(token)
         self._signal = signal
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[Sql] = []
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(READERS, thread_name_prefix="clerk-audit-feed")
 
@@ -299,18 +308,31 @@ class Feed:
         if not (ok and scheme.lower() == "bearer"):
             raise FeedUnauthorized("a valid bearer token is required (Authorization: Bearer ...)")
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _conn(self) -> Sql:
+        conn: Sql | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = open_reader(self._db_path)
+            conn = self._local.conn = open_log_reader(self._db_path)
             with self._lock:
                 self._connections.append(conn)
         return conn
 
     def _read(self, after: int, query: FeedQuery) -> tuple[bytes, int, bool]:
-        page = read_page(self._conn(), after, query.limit, query.filters)
+        try:
+            page = read_page(self._conn(), after, query.limit, query.filters)
+        except StoreError:
+            self._forget()  # a PostgreSQL connection the database dropped: a new one next time
+            raise
         events = b",".join(event_json(row, one_line=False) for row in page.rows)
         return events, page.next, bool(page.rows)
+
+    def _forget(self) -> None:
+        conn: Sql | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._lock:
+                self._connections.remove(conn)
+            with contextlib.suppress(Exception):
+                conn.close()
 
     async def answer(self, request: Request) -> Response:
         """The page for ``request`` (after waiting, with ``wait``), as JSON bytes."""

@@ -8,7 +8,6 @@ A body is parsed only as far as the ``events`` columns need (``eventstore.envelo
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from typing import Literal
@@ -18,6 +17,7 @@ from eventstore.chain import Row as ChainRow
 from eventstore.envelope import Envelope, NotAnEvent, parse_document
 from eventstore.errors import EventConflict, StoreCorrupt
 from eventstore.records import DeliveryRecord, EventRecord
+from eventstore.sql import Sql
 
 EVENT_COLUMNS = (
     "event_id", "event_type", "object_type", "object_id", "instance_id", "occurred_at",
@@ -39,7 +39,7 @@ def _values(insert: str, width: int, rows: int) -> str:
     return f"{insert} VALUES {', '.join([row] * rows)}"
 
 
-def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[Sequence[object]]) -> None:
+def insert_rows(conn: Sql, insert: str, rows: Sequence[Sequence[object]]) -> None:
     """``insert`` (``INSERT INTO t (columns)``) of ``rows``, many rows per statement.
 
     A table with triggers gets a statement journal for every statement, which copies each page
@@ -102,7 +102,7 @@ event, ``("duplicate", position)`` for one stored before with the same body, or 
 :class:`EventConflict` of one stored before with a different body (left untouched)."""
 
 
-def append_many(conn: sqlite3.Connection, records: Sequence[EventRecord]) -> list[AppendResult]:
+def append_many(conn: Sql, records: Sequence[EventRecord]) -> list[AppendResult]:
     """Append each of ``records`` whose ``event_id`` is not stored yet, in order, with one
     look-up and one insert statement for them all (the writer's group path).
 
@@ -143,9 +143,7 @@ def append_many(conn: sqlite3.Connection, records: Sequence[EventRecord]) -> lis
     return results
 
 
-def append(
-    conn: sqlite3.Connection, record: EventRecord
-) -> tuple[Literal["stored", "duplicate"], int]:
+def append(conn: Sql, record: EventRecord) -> tuple[Literal["stored", "duplicate"], int]:
     """Append ``record`` unless its ``event_id`` is stored already (:func:`append_many` of one).
 
     :raises EventConflict: the ``event_id`` is stored with a different body (left untouched).
@@ -156,18 +154,18 @@ def append(
     return result
 
 
-def record_deliveries(conn: sqlite3.Connection, deliveries: Iterable[DeliveryRecord]) -> None:
+def record_deliveries(conn: Sql, deliveries: Iterable[DeliveryRecord]) -> None:
     """Add one ``deliveries`` row for each of ``deliveries``."""
     rows = [tuple(getattr(d, c) for c in DELIVERY_COLUMNS) for d in deliveries]
     insert_rows(conn, _INSERT_DELIVERY, rows)
 
 
-def record_delivery(conn: sqlite3.Connection, delivery: DeliveryRecord) -> None:
+def record_delivery(conn: Sql, delivery: DeliveryRecord) -> None:
     """Add one ``deliveries`` row."""
     record_deliveries(conn, (delivery,))
 
 
-def chain_head(conn: sqlite3.Connection) -> tuple[int, bytes]:
+def chain_head(conn: Sql) -> tuple[int, bytes]:
     """The last event's position and chain value (0 and the genesis value for an empty log)."""
     row = conn.execute("SELECT position, chain FROM events ORDER BY position DESC LIMIT 1")
     last = row.fetchone()
@@ -179,34 +177,38 @@ def chain_head(conn: sqlite3.Connection) -> tuple[int, bytes]:
     return int(last[0]), bytes.fromhex(last[1])
 
 
-def log_position(conn: sqlite3.Connection) -> int:
+def log_position(conn: Sql) -> int:
     """The position of the last stored event (0 for an empty log)."""
     (position,) = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
     return int(position)
 
 
 def chain_rows(
-    conn: sqlite3.Connection, first: int = 1, last: int | None = None, batch: int = 2_000
+    conn: Sql, first: int = 1, last: int | None = None, batch: int = 2_000
 ) -> Iterator[list[ChainRow]]:
     """The events from ``first`` to ``last`` (the head, when None) as ``(position, event_id,
     body, body_sha256, chain)``, in position order, ``batch`` at a time."""
-    cursor = conn.execute(
+    streamed = getattr(conn, "execute_streamed", None)  # PostgreSQL: a server-side cursor
+    cursor = (streamed or conn.execute)(
         "SELECT position, event_id, body, body_sha256, chain FROM events "
         "WHERE position BETWEEN ? AND ? ORDER BY position",
         (first, last if last is not None else 2**63 - 1),
     )
-    while rows := cursor.fetchmany(batch):
-        yield rows
+    try:
+        while rows := cursor.fetchmany(batch):
+            yield rows
+    finally:
+        cursor.close()  # a PostgreSQL server-side cursor is closed even when not read to the end
 
 
-def chain_at(conn: sqlite3.Connection, position: int) -> str | None:
+def chain_at(conn: Sql, position: int) -> str | None:
     """The chain value at ``position`` (None if there is no such event)."""
     row = conn.execute("SELECT chain FROM events WHERE position = ?", (position,)).fetchone()
     return row[0] if row else None
 
 
 def record_check(
-    conn: sqlite3.Connection,
+    conn: Sql,
     kind: Literal["verify", "checkpoint"],
     at: str,
     position: int,

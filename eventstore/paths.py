@@ -11,7 +11,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from eventstore.location import LogLocation, PostgresLog
+
 PROJECTIONS_ENV = "CLERK_AUDIT_PROJECTIONS_DB"
+POSTGRES_DEFAULT_PROJECTIONS = Path("data/audit.projections.db")
+"""The projections file of a PostgreSQL log unless told otherwise (always an SQLite file)."""
 
 
 def default_projections_path(db_path: Path) -> Path:
@@ -22,11 +26,16 @@ def default_projections_path(db_path: Path) -> Path:
 
 
 def projections_path(
-    db_path: Path, given: Path | None = None, env: Mapping[str, str] | None = None
+    db_path: LogLocation, given: Path | None = None, env: Mapping[str, str] | None = None
 ) -> Path:
     """The projections file of the log at ``db_path``: ``given`` (``--projections-db``), else
-    ``CLERK_AUDIT_PROJECTIONS_DB``, else :func:`default_projections_path`."""
+    ``CLERK_AUDIT_PROJECTIONS_DB``, else :func:`default_projections_path` (for a PostgreSQL
+    log, :data:`POSTGRES_DEFAULT_PROJECTIONS`)."""
     if given is not None:
         return given
     configured = (os.environ if env is None else env).get(PROJECTIONS_ENV, "").strip()
-    return Path(configured) if configured else default_projections_path(db_path)
+    if configured:
+        return Path(configured)
+    if isinstance(db_path, PostgresLog):
+        return POSTGRES_DEFAULT_PROJECTIONS
+    return default_projections_path(db_path)

@@ -65,6 +65,7 @@ from typing import Any
 from eventstore.envelope import dump_json, load_json, parse_envelope
 from eventstore.log import RESERVED_PREFIX, append_many
 from eventstore.records import EventRecord
+from eventstore.sql import Sql
 from eventstore.timefmt import iso_ms
 
 REDACTION_TYPE = f"{RESERVED_PREFIX}redaction"
@@ -288,9 +289,7 @@ def in_chunks(values: Sequence[Any], size: int = _PER_STATEMENT) -> Iterator[Seq
         yield values[start : start + size]
 
 
-def read_bodies(
-    conn: sqlite3.Connection, positions: Iterable[int]
-) -> list[tuple[int, str, bytes, str]]:
+def read_bodies(conn: Sql, positions: Iterable[int]) -> list[tuple[int, str, bytes, str]]:
     """``(position, event_id, body, status)`` of ``positions``, in position order."""
     wanted = sorted(set(positions))
     rows: list[tuple[int, str, bytes, str]] = []
@@ -344,7 +343,7 @@ def redaction_record(
 
 
 def redact_positions(
-    conn: sqlite3.Connection,
+    conn: Sql,
     subject: Subject,
     about: Iterable[int],
     mentions: Iterable[int],
@@ -386,8 +385,8 @@ def redact_positions(
     for part in in_chunks(event_ids):
         erased += conn.execute(
             "UPDATE deliveries SET "
-            f"remote_addr = iif(remote_addr IS NULL, NULL, '{PLACEHOLDER}'), "
-            f"user_agent = iif(user_agent IS NULL, NULL, '{PLACEHOLDER}') "
+            f"remote_addr = CASE WHEN remote_addr IS NULL THEN NULL ELSE '{PLACEHOLDER}' END, "
+            f"user_agent = CASE WHEN user_agent IS NULL THEN NULL ELSE '{PLACEHOLDER}' END "
             f"WHERE event_id IN ({', '.join('?' * len(part))}) "
             f"AND (remote_addr IS NOT NULL AND remote_addr != '{PLACEHOLDER}' "
             f"OR user_agent IS NOT NULL AND user_agent != '{PLACEHOLDER}')",
@@ -425,7 +424,7 @@ class Redacted:
     """How many ``clerk-audit.redaction`` events account for them."""
 
 
-def redacted_positions(conn: sqlite3.Connection) -> Redacted:
+def redacted_positions(conn: Sql) -> Redacted:
     """The positions ``verify`` lets differ from their ``body_sha256``.
 
     Each is in ``redactions``, listed in the body of the ``clerk-audit.redaction`` event that

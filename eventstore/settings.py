@@ -11,6 +11,7 @@ from eventstore.checkpointer import CheckpointPolicy
 from eventstore.checkpoints import SIGNING_KEY_ENV
 from eventstore.db import BUSY_TIMEOUT_MS
 from eventstore.errors import ConfigurationError
+from eventstore.location import LogLocation
 from eventstore.signing_secrets import (
     SigningSecret,
     dev_secret_path,
@@ -34,8 +35,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    db_path: Path
-    """The log."""
+    db_path: LogLocation
+    """The log: a SQLite file or a PostgreSQL database."""
     projections_path: Path
     secrets: tuple[SigningSecret, ...] = field(repr=False)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -137,7 +138,7 @@ def checkpoint_policy(
 
 
 def load_settings(
-    db_path: Path,
+    db_path: LogLocation,
     projections: Path,
     *,
     secret: str | None = None,
@@ -147,5 +148,6 @@ def load_settings(
     """Settings for ``serve`` from its flags and the environment."""
     env = os.environ if env is None else env
     limit, busy, token = max_body_bytes(env), busy_timeout_ms(env), feed_token(env)
-    secrets, is_dev = resolve_secrets(db_path, secret, env, announce)
+    beside = db_path if isinstance(db_path, Path) else projections  # the development secret
+    secrets, is_dev = resolve_secrets(beside, secret, env, announce)
     return Settings(db_path, projections, secrets, limit, is_dev, busy, token)

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from eventstore.location import DB_ENV, LogLocation, PostgresLog
+
 log = logging.getLogger("clerk_audit.supervisor")
 
 RESTART_S = (0.2, 1.0, 5.0)
@@ -31,12 +33,12 @@ STOP_TIMEOUT_S = 10.0
 class ProjectorProcess:
     """``with ProjectorProcess(log, projections):`` keeps a projector running in the block."""
 
-    def __init__(self, log_path: Path, projections_path: Path) -> None:
+    def __init__(self, log_path: LogLocation, projections_path: Path) -> None:
         self._command = [
             sys.executable, "-m", "eventstore.cli", "project", "--follow",
-            "--db", str(log_path), "--projections-db", str(projections_path),
-            "--parent", str(os.getpid()),
+            "--projections-db", str(projections_path), "--parent", str(os.getpid()),
         ]  # fmt: skip
+        self._env = {**os.environ, DB_ENV: _as_text(log_path)}  # a URL's password: not in argv
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
@@ -66,7 +68,9 @@ class ProjectorProcess:
             with self._lock:
                 if self._stopping.is_set():
                     return
-                self._process = subprocess.Popen(self._command, stdin=subprocess.DEVNULL)
+                self._process = subprocess.Popen(
+                    self._command, stdin=subprocess.DEVNULL, env=self._env
+                )
                 self.starts += 1
             started = time.monotonic()
             code = self._process.wait()
@@ -94,3 +98,7 @@ class ProjectorProcess:
                 process.wait()
         if self._thread.is_alive():
             self._thread.join()
+
+
+def _as_text(location: LogLocation) -> str:
+    return location.url if isinstance(location, PostgresLog) else str(location)

@@ -40,10 +40,10 @@ import base64
 import binascii
 import contextlib
 import gzip
+import io
 import json
 import os
 import re
-import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -52,12 +52,14 @@ from typing import IO, Any, BinaryIO
 
 import orjson
 
-from eventstore.db import open_reader, open_store, transaction
+from eventstore.backends import log_transaction, open_log
 from eventstore.envelope import NotAnEvent, parse_document
 from eventstore.errors import ImportRefused
 from eventstore.feed import event_json, iter_events
+from eventstore.location import LogLocation, open_log_reader
 from eventstore.log import append_many, sha256_hex
 from eventstore.records import EventRecord
+from eventstore.sql import Sql
 from eventstore.timefmt import now_iso
 
 GZIP_LEVEL = 6
@@ -101,7 +103,7 @@ def _output(out: Path | None) -> Iterator[BinaryIO]:
 
 
 def export_log(
-    db_path: Path,
+    db_path: LogLocation,
     out: Path | None,
     after: int = 0,
     progress: Callable[[int], None] | None = None,
@@ -110,7 +112,7 @@ def export_log(
     up to the log's head when the export reaches it. Pages are read one by one (the log only
     grows, so no long read transaction holds back the server's checkpoints)."""
     count, first, last = 0, None, None
-    conn = open_reader(db_path)
+    conn = open_log_reader(db_path)
     try:
         with _output(out) as sink:
             for page in iter_events(conn, after, batch=EXPORT_BATCH):
@@ -260,13 +262,22 @@ class ImportResult:
     last: int | None = None
 
 
+STDIN = "-"
+"""The FILE that means standard input (``clerk-audit export | clerk-audit import -``)."""
+
+
+def _opened(path: Path) -> io.BufferedReader:
+    if str(path) == STDIN:
+        return io.BufferedReader(io.FileIO(os.dup(sys.stdin.fileno()), "rb"))
+    return open(path, "rb")
+
+
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """``(number, line)`` for each non-empty line, gunzipped if it is gzip (whatever its
     name); a corrupt gzip stream is refused."""
     number = 0
-    with open(path, "rb") as raw:
-        zipped = raw.read(2) == GZIP_MAGIC
-        raw.seek(0)
+    with _opened(path) as raw:
+        zipped = raw.peek(2)[:2] == GZIP_MAGIC
         source: IO[bytes] = (
             gzip.GzipFile(fileobj=raw, mode="rb") if zipped else raw  # type: ignore[assignment]
         )
@@ -281,7 +292,7 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 class _Importer:
-    def __init__(self, conn: sqlite3.Connection, db_path: Path, source: str) -> None:
+    def __init__(self, conn: Sql, db_path: LogLocation, source: str) -> None:
         self._conn = conn
         self._db_path = db_path
         self._source = source
@@ -293,7 +304,7 @@ class _Importer:
         what comes before is written, and ``(line number, problem)`` is returned."""
         if not batch:
             return None
-        with transaction(self._conn, self._db_path):
+        with log_transaction(self._conn, self._db_path):
             self._conn.execute("SAVEPOINT batch")
             results = append_many(self._conn, [line.record for _, line in batch])
             refused = next(
@@ -320,11 +331,10 @@ class _Importer:
         if not stored:
             return
         if self._import_id is None:
-            cursor = self._conn.execute(
-                "INSERT INTO imports (imported_at, source) VALUES (?, ?)",
+            (self._import_id,) = self._conn.execute(
+                "INSERT INTO imports (imported_at, source) VALUES (?, ?) RETURNING id",
                 (now_iso(), self._source),
-            )
-            self._import_id = cursor.lastrowid
+            ).fetchone()
         self._conn.executemany(
             "INSERT INTO imported_events (position, import_id, source_position) VALUES (?, ?, ?)",
             [(position, self._import_id, source) for position, source in stored],
@@ -335,15 +345,15 @@ class _Importer:
 
 
 def import_file(
-    db_path: Path, path: Path, progress: Callable[[ImportResult], None] | None = None
+    db_path: LogLocation, path: Path, progress: Callable[[ImportResult], None] | None = None
 ) -> ImportResult:
     """Import the export at ``path`` into the log at ``db_path`` (created if missing).
 
     :raises ImportRefused: a line cannot be imported: the lines before it are.
     """
-    if not path.is_file():
+    if str(path) != STDIN and not path.is_file():
         raise ImportRefused(f"{path}: no such file")
-    conn = open_store(db_path, create=True)
+    conn = open_log(db_path)
     try:
         importer = _Importer(conn, db_path, path.name)
         batch: list[tuple[int, Line]] = []

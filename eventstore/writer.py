@@ -50,6 +50,7 @@ from eventstore.log import (
     sha256_hex,
 )
 from eventstore.records import DeliveryRecord, EventRecord, Outcome
+from eventstore.sql import Sql
 
 log = logging.getLogger("clerk_audit.writer")
 
@@ -62,7 +63,7 @@ MAX_HELD = 10_000
 
 
 class Job(Protocol[T_co]):
-    def run(self, conn: sqlite3.Connection) -> T_co: ...
+    def run(self, conn: Sql) -> T_co: ...
 
     def unavailable(self, reason: str) -> DeliveryRecord | None: ...
 
@@ -111,7 +112,7 @@ class AppendJob:
             body_sha256=body_sha256,
         )
 
-    def run(self, conn: sqlite3.Connection) -> Appended:
+    def run(self, conn: Sql) -> Appended:
         ((outcome, _),) = append_jobs(conn, [self])
         if isinstance(outcome, EventConflict):
             raise outcome
@@ -122,7 +123,7 @@ class AppendJob:
 
 
 def append_jobs(
-    conn: sqlite3.Connection, jobs: Sequence[AppendJob]
+    conn: Sql, jobs: Sequence[AppendJob]
 ) -> list[tuple[Appended | EventConflict, bool]]:
     """Run ``jobs`` together: one look-up and one insert for their events, one insert for their
     deliveries.
@@ -156,7 +157,7 @@ class DeliveryJob:
 
     delivery: DeliveryRecord
 
-    def run(self, conn: sqlite3.Connection) -> None:
+    def run(self, conn: Sql) -> None:
         record_delivery(conn, self.delivery)
 
     def unavailable(self, reason: str) -> DeliveryRecord:
@@ -166,7 +167,7 @@ class DeliveryJob:
 class PositionJob:
     """Read the log position inside a write transaction (proves the store is writable)."""
 
-    def run(self, conn: sqlite3.Connection) -> int:
+    def run(self, conn: Sql) -> int:
         return log_position(conn)
 
     def unavailable(self, reason: str) -> None:

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from eventstore.errors import StoreError
+from eventstore.location import LogLocation
 from projections.projector import OutOfDate, Projector
 from projections.rebuild import ensure_current
 
@@ -27,7 +28,10 @@ RETRY_S = (0.5, 1.0, 2.0, 5.0)
 
 
 def follow(
-    log_path: Path, projections_path: Path, stop: threading.Event, parent: int | None = None
+    log_path: LogLocation,
+    projections_path: Path,
+    stop: threading.Event,
+    parent: int | None = None,
 ) -> None:
     """Keep the projections up to date until ``stop`` is set (or, with ``parent``, until that
     process is gone: a projector never outlives the server that started it)."""

@@ -21,8 +21,9 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from eventstore.db import connect, open_reader, transaction, translate
+from eventstore.db import connect, transaction, translate
 from eventstore.errors import StoreError
+from eventstore.location import LogLocation, open_log_reader
 from eventstore.log import log_position
 from projections.apply import apply_events
 from projections.failures import Failure, failure, record_failures
@@ -55,11 +56,13 @@ class OutOfDate(StoreError):
 class Projector:
     """Applies the log to the projections file at ``projections_path`` (see module doc)."""
 
-    def __init__(self, log_path: Path, projections_path: Path, *, batch: int = BATCH) -> None:
+    def __init__(
+        self, log_path: LogLocation, projections_path: Path, *, batch: int = BATCH
+    ) -> None:
         self.log_path = log_path
         self.projections_path = projections_path
         self._batch = batch
-        self._log = open_reader(log_path)
+        self._log = open_log_reader(log_path)
         self._conn: sqlite3.Connection | None = None
         self._file: Path | None = None
 
@@ -112,7 +115,7 @@ class Projector:
                 (after, last, self._batch),
             ).fetchall()
         except sqlite3.Error as error:
-            raise translate(error, self.log_path) from error
+            raise translate(error, str(self.log_path)) from error
 
     def _connection(self) -> sqlite3.Connection:
         """The write connection to the current generation, (re)opened when a rebuild has

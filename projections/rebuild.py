@@ -25,6 +25,7 @@ from pathlib import Path
 
 from eventstore.db import open_reader
 from eventstore.errors import ConfigurationError
+from eventstore.location import LogLocation, open_log_reader
 from eventstore.log import log_position
 from projections.bulk import build, remove_parts
 from projections.digest import digests_in_workers, state_digest, table_digests
@@ -67,7 +68,7 @@ def _without_gc() -> Iterator[None]:
 
 
 def rebuild(
-    log_path: Path,
+    log_path: LogLocation,
     projections_path: Path,
     *,
     check: bool = False,
@@ -125,16 +126,22 @@ def _remove_unpublished(projections_path: Path) -> None:
             remove_parts(file)
 
 
-def _head(log_path: Path) -> int:
-    with closing(open_reader(log_path)) as conn:
+def _head(log_path: LogLocation) -> int:
+    with closing(open_log_reader(log_path)) as conn:
         return log_position(conn)
 
 
+def _bulk_upto(log_path: LogLocation, upto: int) -> int:
+    """How far the bulk build reads the log: ``upto``, or nothing for a PostgreSQL log (its
+    readers are SQLite's; the projector then applies the whole log)."""
+    return upto if isinstance(log_path, Path) else 0
+
+
 def _replace(
-    log_path: Path, path: Path, new: Path, progress: Progress | None, workers: int | None
+    log_path: LogLocation, path: Path, new: Path, progress: Progress | None, workers: int | None
 ) -> RebuildResult:
-    upto = _head(log_path)
-    count = build(log_path, new, upto, progress, workers)
+    upto = _bulk_upto(log_path, _head(log_path))
+    count = build(_sqlite(log_path), new, upto, progress, workers if upto else 0)
     projector = Projector(log_path, new)
     try:
         count += projector.run()
@@ -154,7 +161,7 @@ def _result(file: Path, count: int, workers: int) -> RebuildResult:
 
 
 def _check(
-    log_path: Path, path: Path, new: Path, progress: Progress | None, workers: int | None
+    log_path: LogLocation, path: Path, new: Path, progress: Progress | None, workers: int | None
 ) -> RebuildResult:
     live_file = target(path)
     if live_file is None:
@@ -164,7 +171,9 @@ def _check(
         if not is_current(live):
             raise ConfigurationError(f"{path} was built by another version: rebuild it")
         at = checkpoint(live)
-        count = build(log_path, new, at, progress, workers)
+        count = build(_sqlite(log_path), new, _bulk_upto(log_path, at), progress, workers)
+        if not isinstance(log_path, Path):
+            count += _catch_up(log_path, new, at)
         result = _result(new, count, 0)
         live_digests = table_digests(live)
     remove(new)
@@ -172,7 +181,7 @@ def _check(
     return RebuildResult(count, at, result.rows, result.digests, differences)
 
 
-def ensure_current(log_path: Path, projections_path: Path) -> bool:
+def ensure_current(log_path: LogLocation, projections_path: Path) -> bool:
     """Rebuild the projections if they were built by another version of the code (or are
     missing while the log is not empty); returns whether it rebuilt."""
     live_file = target(projections_path)
@@ -184,3 +193,16 @@ def ensure_current(log_path: Path, projections_path: Path) -> bool:
         return False
     rebuild(log_path, projections_path)
     return True
+
+
+def _sqlite(log_path: LogLocation) -> Path:
+    """The path the bulk build is given (unread for a PostgreSQL log, see :func:`_bulk_upto`)."""
+    return log_path if isinstance(log_path, Path) else Path("/nonexistent")
+
+
+def _catch_up(log_path: LogLocation, file: Path, upto: int) -> int:
+    projector = Projector(log_path, file)
+    try:
+        return projector.run(upto)
+    finally:
+        projector.close()

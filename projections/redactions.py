@@ -31,6 +31,7 @@ from eventstore.redaction import (
     subject_values,
     truncate_wal,
 )
+from eventstore.sql import Sql
 from projections.apply import insert_timeline
 from projections.entities import COMMON_COLUMNS, EntitySpec
 from projections.failures import Failure, failure
@@ -88,7 +89,7 @@ def _ids(conn: sqlite3.Connection, table: str, column: str, values: Sequence[str
 
 
 def find_events(
-    conn: sqlite3.Connection, log: sqlite3.Connection, user_id: str
+    conn: sqlite3.Connection, log: Sql, user_id: str
 ) -> tuple[Subject, set[int], set[int]]:
     """The user's :class:`Subject` and the positions of the events about them and of those
     that only mention them, from projections that are up to date (``conn``) and the log.
@@ -155,9 +156,7 @@ def _rewrite(spec: EntitySpec, row: tuple[Any, ...]) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def reproject(
-    conn: sqlite3.Connection, log: sqlite3.Connection, positions: Sequence[int]
-) -> list[Failure]:
+def reproject(conn: sqlite3.Connection, log: Sql, positions: Sequence[int]) -> list[Failure]:
     """Re-project ``positions`` (already projected) from their bodies in ``log``, inside the
     caller's transaction on ``conn``, with ``secure_delete`` on for it. Returns the events
     that could not be projected (their old rows are gone either way)."""

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from eventstore.db import open_store
+from eventstore.location import PostgresLog
+from tests.support.postgres import PostgresServer, postgres_or_skip
 from tests.support.server import Server, running_server
 from tests.support.signing import new_secret
 
@@ -40,3 +42,17 @@ def server(db_path: Path, secret: str) -> Iterator[Server]:
     """A real ``clerk-audit serve`` on a free loopback port, with a fresh store."""
     with running_server(db_path, secret) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (skipped, with the reason, where none can
+    be started); each test takes a database of its own (:func:`pg_log`)."""
+    with postgres_or_skip() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_log(postgres_server: PostgresServer) -> PostgresLog:
+    """A fresh, empty PostgreSQL database for one test's log."""
+    return postgres_server.new_database()

@@ -29,10 +29,14 @@ WAIT_S = 20
 """A long poll's wait in these tests; the fallback poll is longer, so only a signal wakes it."""
 
 
-@pytest.fixture
-def feed_server(db_path: Path, secret: str) -> Iterator[Server]:
-    env = {"CLERK_AUDIT_FEED_TOKEN": TOKEN, "CLERK_AUDIT_FEED_POLL_S": "600"}
-    with running_server(db_path, secret, env=env, extra=("--log-level", "debug")) as server:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def feed_server(request: pytest.FixtureRequest, db_path: Path, secret: str) -> Iterator[Server]:
+    """A server with the feed, on each kind of log (the same objects, byte for byte)."""
+    projections = str(db_path.with_name("audit.projections.db"))
+    env = {"CLERK_AUDIT_FEED_TOKEN": TOKEN, "CLERK_AUDIT_FEED_POLL_S": "600",
+           "CLERK_AUDIT_PROJECTIONS_DB": projections}  # fmt: skip
+    log = db_path if request.param == "sqlite" else request.getfixturevalue("pg_log")
+    with running_server(log, secret, env=env, extra=("--log-level", "debug")) as server:
         yield server
 
 

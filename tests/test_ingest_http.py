@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from eventstore.location import PostgresLog
 from eventstore.samples import sample_body, sample_names
 from tests.support.ingest import new_agent, only_delivery, post, sha256, signed, user_created
 from tests.support.server import Server, running_server
@@ -39,11 +40,25 @@ DELIVERY_COLUMNS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    path = tmp_path_factory.mktemp("ingest") / "audit.db"
-    with running_server(path, new_secret()) as running:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One server per backend for the module: the same contract for both logs."""
+    folder = tmp_path_factory.mktemp("ingest")
+    if request.param == "sqlite":
+        with running_server(folder / "audit.db", new_secret()) as running:
+            yield running
+        return
+    log = request.getfixturevalue("postgres_server").new_database()
+    env = {"CLERK_AUDIT_PROJECTIONS_DB": str(folder / "audit.projections.db")}
+    with running_server(log, new_secret(), env=env) as running:
         yield running
+
+
+def sqlite_only(server: Server) -> None:
+    if isinstance(server.db_path, PostgresLog):
+        pytest.skip("reads the SQLite file itself (tests/test_postgres_log.py has the same)")
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +250,7 @@ def test_healthz_answers_200_with_the_log_position_and_the_projections_progress(
 def test_plain_sqlite3_cannot_change_what_the_server_stored(
     server: Server, client: httpx.Client, statement: str
 ) -> None:
+    sqlite_only(server)
     event_id, body = new_event_id(), user_created()
     assert deliver(server, client, event_id, body)[0].status_code == 200
     before = events_by_id(server.db_path, event_id)
@@ -309,11 +325,13 @@ def test_no_personal_data_reaches_the_log_at_the_default_level(
     assert "delivery conflict" in server.log
     leaked = [item for item in personal if item in server.log]
     assert leaked == []
+    own = ("Uvicorn running on", "clerk-audit: log ")  # its own address; the database's
     client_ips = [line for line in server.lines
-                  if "127.0.0.1" in line and "Uvicorn running on" not in line]  # fmt: skip
+                  if "127.0.0.1" in line and not any(o in line for o in own)]  # fmt: skip
     assert client_ips == []
 
 
 def test_the_module_store_is_sound(server: Server) -> None:
     """After everything above, the file the server wrote is a sound SQLite database."""
+    sqlite_only(server)
     assert query(Path(server.db_path), "PRAGMA integrity_check") == [{"integrity_check": "ok"}]

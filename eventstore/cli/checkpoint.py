@@ -20,6 +20,7 @@ from eventstore.checkpoints import (
 from eventstore.cli.options import db_option
 from eventstore.db import open_reader
 from eventstore.errors import ConfigurationError
+from eventstore.location import LogLocation
 from eventstore.log import chain_head
 from eventstore.timefmt import now_iso
 
@@ -32,7 +33,7 @@ def take_checkpoint(db_path: Path, key_file: Path | None) -> Checkpoint:
     return sign(checkpoint, load_private_key(key_file)) if key_file else checkpoint
 
 
-def record(db_path: Path, kind: Literal["verify", "checkpoint"], *fields: Any) -> None:
+def record(db_path: LogLocation, kind: Literal["verify", "checkpoint"], *fields: Any) -> None:
     """:func:`note_check`, saying so when the log could not be written."""
     problem = note_check(db_path, kind, *fields)
     if problem is not None:

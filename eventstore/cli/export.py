@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from eventstore.cli.options import db_option
+from eventstore.cli.options import log_option
+from eventstore.location import LogLocation
 from eventstore.transfer import export_log
 
 
@@ -16,12 +17,12 @@ def _progress(count: int) -> None:
 
 
 @click.command("export")
-@db_option
+@log_option
 @click.option("--after", type=click.IntRange(min=0), default=0, show_default=True,
               help="Only events after this log position (for increments).")  # fmt: skip
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
               help="Write here (gzip when the name ends in .gz); default stdout.")  # fmt: skip
-def command(db_path: Path, after: int, out: Path | None) -> None:
+def command(db_path: LogLocation, after: int, out: Path | None) -> None:
     """Write the log's events as NDJSON: one JSON object per line with every events column
     and the body byte-exact ("body" as the event's own JSON text; "body_text" or
     "body_base64" for a body that is not one line of JSON). The file appears only once it is

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from eventstore.cli.options import db_option
+from eventstore.cli.options import log_option
+from eventstore.location import LogLocation
 from eventstore.transfer import ImportResult, import_file
 
 
@@ -16,10 +17,11 @@ def _progress(result: ImportResult) -> None:
 
 
 @click.command("import")
-@db_option
+@log_option
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-def command(db_path: Path, file: Path) -> None:
-    """Append the events of FILE (written by `clerk-audit export`, gzip or not) to the log,
+def command(db_path: LogLocation, file: Path) -> None:
+    """Append the events of FILE (written by `clerk-audit export`, gzip or not; - for
+    standard input) to the log,
     creating it if needed. Events already stored are skipped, so running it again adds
     nothing; received_at and the other columns are kept; each appended event is listed in
     the log's imported_events table. A line that is cut short, not JSON, or whose body does
@@ -29,6 +31,7 @@ def command(db_path: Path, file: Path) -> None:
     \b
     Example:
         clerk-audit import --db data/restored.db backups/audit-2026-08.ndjson.gz
+        clerk-audit export | CLERK_AUDIT_DB=postgresql://... clerk-audit import -
     """
     tty = sys.stderr.isatty()
     try:

@@ -11,7 +11,8 @@ from types import FrameType
 
 import click
 
-from eventstore.cli.options import db_option, projections_option
+from eventstore.cli.options import log_option, projections_option
+from eventstore.location import LogLocation
 from eventstore.paths import projections_path
 from eventstore.settings import LOG_FORMAT
 from projections import Projector, ensure_current
@@ -27,12 +28,12 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 @click.command("project")
-@db_option
+@log_option
 @projections_option
 @click.option("--follow", "keep_following", is_flag=True, help="Keep following the log.")
 @click.option("--parent", type=int, default=None, hidden=True, help="Stop when it exits.")
 def command(
-    db_path: Path, projections_db: Path | None, keep_following: bool, parent: int | None
+    db_path: LogLocation, projections_db: Path | None, keep_following: bool, parent: int | None
 ) -> None:
     """Apply the log's new events to the projections (created if missing), then exit; with
     --follow keep applying them as they arrive, until SIGTERM or Ctrl-C.

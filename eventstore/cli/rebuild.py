@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from eventstore.cli.options import db_option, projections_option
-from eventstore.db import open_reader
+from eventstore.cli.options import log_option, projections_option
+from eventstore.location import LogLocation, open_log_reader
 from eventstore.log import log_position
 from eventstore.paths import projections_path
 from projections import RebuildResult, rebuild
@@ -26,14 +26,14 @@ def _report(result: RebuildResult, seconds: float, check: bool) -> None:
 
 
 @click.command("rebuild")
-@db_option
+@log_option
 @projections_option
 @click.option(
     "--check",
     is_flag=True,
     help="Rebuild aside and compare with the live projections; exit 1 on any difference.",
 )
-def command(db_path: Path, projections_db: Path | None, check: bool) -> None:
+def command(db_path: LogLocation, projections_db: Path | None, check: bool) -> None:
     """Rebuild every projection from the log into a new file, swapped in atomically.
 
     The server may keep running: the log is only read. Readers (Datasette, the server's
@@ -44,7 +44,7 @@ def command(db_path: Path, projections_db: Path | None, check: bool) -> None:
         clerk-audit rebuild --db data/audit.db
         clerk-audit rebuild --check
     """
-    conn = open_reader(db_path)
+    conn = open_log_reader(db_path)
     total = log_position(conn)
     conn.close()
     target = projections_path(db_path, projections_db)

@@ -12,12 +12,15 @@ from pathlib import Path
 
 import click
 
-from eventstore.cli.options import db_option, projections_option
-from eventstore.db import connect, open_store, transaction
-from eventstore.errors import ConfigurationError
+from eventstore.backends import log_transaction, open_log
+from eventstore.cli.options import log_option, projections_option
+from eventstore.db import connect
+from eventstore.errors import ConfigurationError, StoreError
+from eventstore.location import LogLocation
 from eventstore.log import log_position
 from eventstore.paths import projections_path
 from eventstore.redaction import Redaction, default_actor, redact_positions, truncate_wal
+from eventstore.sql import Sql
 from projections.files import target
 from projections.projector import Projector
 from projections.rebuild import ensure_current
@@ -33,7 +36,7 @@ class Outcome:
 
 
 def redact_user(
-    db_path: Path, projections: Path, user_id: str, *, reason: str, actor: str | None = None
+    db_path: LogLocation, projections: Path, user_id: str, *, reason: str, actor: str | None = None
 ) -> Outcome:
     """Redact ``user_id`` in the log at ``db_path`` and bring the projections up to date.
 
@@ -47,9 +50,10 @@ def redact_user(
     projector = Projector(db_path, projections)
     try:
         projector.run()
-        with closing(open_store(db_path)) as log:
-            log.execute("PRAGMA secure_delete = ON")
-            with transaction(log, db_path):
+        with closing(open_log(db_path, create=False)) as log:
+            if isinstance(log, sqlite3.Connection):
+                log.execute("PRAGMA secure_delete = ON")
+            with log_transaction(log, db_path):
                 projector.run(log_position(log))  # what arrived since: the lock holds ingest
                 current = target(projections)
                 if current is None:
@@ -59,7 +63,7 @@ def redact_user(
                 redaction = redact_positions(
                     log, subject, about, mentions, actor=actor or default_actor(), reason=reason
                 )
-            log_truncated = truncate_wal(log) if redaction.event_id else True
+            log_truncated = _erase_old_versions(log) if redaction.event_id else True
         projector.run()
         projections_truncated = True
         if redaction.event_id and (current := target(projections)) is not None:
@@ -68,6 +72,20 @@ def redact_user(
     finally:
         projector.close()
     return Outcome(redaction, log_truncated, projections_truncated)
+
+
+def _erase_old_versions(log: Sql) -> bool:
+    """After the commit, remove what the replaced bodies left behind: SQLite's write-ahead
+    log (truncated), PostgreSQL's old row versions (``VACUUM``; its WAL, backups and replicas
+    are the database's to expire). Returns whether that completed."""
+    if isinstance(log, sqlite3.Connection):
+        return truncate_wal(log)
+    try:
+        log.execute("VACUUM events")
+        log.execute("VACUUM deliveries")
+    except StoreError:
+        return False
+    return True
 
 
 def projector_reader(file: Path) -> sqlite3.Connection:
@@ -79,10 +97,14 @@ def projector_reader(file: Path) -> sqlite3.Connection:
 @click.option("--user", "user_id", required=True, help="The Clerk user id (user_...).")
 @click.option("--reason", required=True, help="Why (recorded in the log; no personal data).")
 @click.option("--actor", default=None, help="Who runs it (recorded; default: the OS user).")
-@db_option
+@log_option
 @projections_option
 def command(
-    user_id: str, reason: str, actor: str | None, db_path: Path, projections_db: Path | None
+    user_id: str,
+    reason: str,
+    actor: str | None,
+    db_path: LogLocation,
+    projections_db: Path | None,
 ) -> None:
     """Erase one Clerk user's personal data from the log and the projections.
 

@@ -9,11 +9,13 @@ from pathlib import Path
 import click
 
 from eventstore.app import create_app
+from eventstore.backends import prepare_log
 from eventstore.checkpointer import Checkpointer
-from eventstore.cli.options import db_option, projections_option
+from eventstore.cli.options import log_option, projections_option
 from eventstore.cli.stopping import unwinding_on_stop
-from eventstore.db import open_store, probe_writable
+from eventstore.errors import ConfigurationError
 from eventstore.http_server import run_server
+from eventstore.location import LogLocation, PostgresLog
 from eventstore.paths import projections_path
 from eventstore.settings import LOG_FORMAT, checkpoint_policy, load_settings
 from eventstore.supervisor import ProjectorProcess
@@ -23,19 +25,10 @@ def _say(message: str) -> None:
     click.echo(f"clerk-audit: {message}", err=True)
 
 
-def _check_store(db_path: Path) -> None:
-    """Open (or create) the store and prove it can be written, before serving anything."""
-    conn = open_store(db_path, create=True)
-    try:
-        probe_writable(conn, db_path)
-    finally:
-        conn.close()
-
-
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@db_option
+@log_option
 @projections_option
 @click.option(
     "--secret",
@@ -56,14 +49,22 @@ def _check_store(db_path: Path) -> None:
     help="Write a checkpoint of the chain head here every CLERK_AUDIT_CHECKPOINT_EVERY events "
     "or CLERK_AUDIT_CHECKPOINT_MINUTES (env CLERK_AUDIT_CHECKPOINT_DIR).",
 )
+@click.option(
+    "--projector/--no-projector",
+    default=True,
+    show_default=True,
+    help="Run the projector as a child process. With several servers on one PostgreSQL log, "
+    "run one `clerk-audit project --follow` of its own instead.",
+)
 def command(
     host: str,
     port: int,
-    db_path: Path,
+    db_path: LogLocation,
     projections_db: Path | None,
     secret: str | None,
     log_level: str,
     checkpoint_dir: Path | None,
+    projector: bool,
 ) -> None:
     """Run the ingest server (POST /webhooks/clerk, GET /healthz) and the projector.
 
@@ -78,10 +79,15 @@ def command(
     projections = projections_path(db_path, projections_db)
     settings = load_settings(db_path, projections, secret=secret, announce=_say)
     policy = checkpoint_policy(checkpoint_dir)
-    _check_store(db_path)
+    if policy is not None and isinstance(db_path, PostgresLog):
+        raise ConfigurationError("--checkpoint-dir: checkpoints of a PostgreSQL log are not "
+                                 "written by serve yet (see the README)")  # fmt: skip
+    prepare_log(db_path, settings.busy_timeout_ms)
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     app = create_app(settings)
     _say(f"log {db_path}, projections {projections}; ingest route POST /webhooks/clerk")
-    checkpoints = Checkpointer(db_path, policy) if policy else nullcontext()
-    with unwinding_on_stop(), ProjectorProcess(db_path, projections), checkpoints:
+    sqlite = db_path if isinstance(db_path, Path) else None
+    checkpoints = Checkpointer(sqlite, policy) if policy and sqlite else nullcontext()
+    projecting = ProjectorProcess(db_path, projections) if projector else nullcontext()
+    with unwinding_on_stop(), projecting, checkpoints:
         run_server(app, host=host, port=port, log_level=log_level)

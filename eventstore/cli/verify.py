@@ -20,21 +20,21 @@ from eventstore.checkpoints import (
     read_checkpoint,
 )
 from eventstore.cli.checkpoint import record
-from eventstore.cli.options import db_option
-from eventstore.db import open_reader
+from eventstore.cli.options import log_option
+from eventstore.location import LogLocation, open_log_reader
 from eventstore.log import chain_at, log_position
 from eventstore.redaction import Redacted, redacted_positions
 
 
-def _fail(db_path: Path, position: int, message: str) -> NoReturn:
+def _fail(db_path: LogLocation, position: int, message: str) -> NoReturn:
     """Record the failed verify, say what failed and exit 1."""
     record(db_path, "verify", position, None, False, message)
     click.echo(f"clerk-audit: {message}", err=True)
     sys.exit(1)
 
 
-def _verify(db_path: Path, workers: int | None) -> tuple[ChainReport, Redacted]:
-    with closing(open_reader(db_path)) as conn:
+def _verify(db_path: LogLocation, workers: int | None) -> tuple[ChainReport, Redacted]:
+    with closing(open_log_reader(db_path)) as conn:
         total = log_position(conn)
         redacted = redacted_positions(conn)
     bar = (
@@ -47,12 +47,12 @@ def _verify(db_path: Path, workers: int | None) -> tuple[ChainReport, Redacted]:
     return report, redacted
 
 
-def _against(db_path: Path, checkpoint: Checkpoint, report: ChainReport) -> str:
+def _against(db_path: LogLocation, checkpoint: Checkpoint, report: ChainReport) -> str:
     """Fail unless the verified log reaches the checkpoint's position with its chain value."""
     if report.position < checkpoint.position:
         _fail(db_path, report.position, f"the log ends at position {report.position}, before "
               f"the checkpoint's {checkpoint.position}: it was truncated or rewritten")  # fmt: skip
-    with closing(open_reader(db_path)) as conn:
+    with closing(open_log_reader(db_path)) as conn:
         found = chain_at(conn, checkpoint.position)
     if found != checkpoint.chain:
         _fail(db_path, checkpoint.position, f"position {checkpoint.position} does not have the "
@@ -61,7 +61,7 @@ def _against(db_path: Path, checkpoint: Checkpoint, report: ChainReport) -> str:
 
 
 @click.command("verify")
-@db_option
+@log_option
 @click.option(
     "--against",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -80,7 +80,7 @@ def _against(db_path: Path, checkpoint: Checkpoint, report: ChainReport) -> str:
     "logs of more than 100,000 events per core).",
 )
 def command(
-    db_path: Path, against: Path | None, public_key: Path | None, workers: int | None
+    db_path: LogLocation, against: Path | None, public_key: Path | None, workers: int | None
 ) -> None:
     """Recompute the log's hash chain; exit 1 naming the first position that breaks it.
 

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import httpx
 
-from eventstore.paths import default_projections_path
+from eventstore.location import LogLocation, PostgresLog
+from eventstore.paths import projections_path
 from tests.support.signing import signed_headers
+from tests.support.store import PROJECTIONS_OF
 
 CLI = Path(sys.executable).with_name("clerk-audit")
 _RUNNING = re.compile(r"Uvicorn running on (http://\S+)")
@@ -33,9 +35,16 @@ SECRET_ENV = "CLERK_WEBHOOK_SIGNING_SECRET"
 class Server:
     """A running server: its URL, its store and its captured log."""
 
-    def __init__(self, process: subprocess.Popen[str], db_path: Path, secret: str | None) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[str],
+        db_path: LogLocation,
+        secret: str | None,
+        projections: Path | None = None,
+    ) -> None:
         self.process = process
         self.db_path = db_path
+        self._projections = projections_path(db_path, projections, {})
         self.secret = secret
         self.lines: list[str] = []
         self.url = ""
@@ -55,7 +64,7 @@ class Server:
     @property
     def projections_path(self) -> Path:
         """Where the projector writes (the default beside the log)."""
-        return default_projections_path(self.db_path)
+        return self._projections
 
     def health(self) -> dict[str, int | str]:
         response = httpx.get(f"{self.url}/healthz", timeout=10)
@@ -133,13 +142,14 @@ class Server:
         return code
 
 
-def serve_command(db_path: Path, *extra: str) -> list[str]:
-    return [str(CLI), "serve", "--host", "127.0.0.1", "--port", "0", "--db", str(db_path), *extra]
+def serve_command(db_path: LogLocation, *extra: str) -> list[str]:
+    db = db_path.url if isinstance(db_path, PostgresLog) else str(db_path)
+    return [str(CLI), "serve", "--host", "127.0.0.1", "--port", "0", "--db", db, *extra]
 
 
 @contextmanager
 def running_server(
-    db_path: Path,
+    db_path: LogLocation,
     secret: str | None,
     *,
     env: Mapping[str, str] | None = None,
@@ -161,7 +171,10 @@ def running_server(
         env=environment,
         cwd=cwd,
     )
-    server = Server(process, db_path, secret)
+    given = environment.get("CLERK_AUDIT_PROJECTIONS_DB")
+    server = Server(process, db_path, secret, Path(cwd or ".") / given if given else None)
+    if isinstance(db_path, PostgresLog):
+        PROJECTIONS_OF[db_path.url] = server.projections_path
     try:
         server.wait_ready()
         yield server

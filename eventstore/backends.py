@@ -1,0 +1,85 @@
+"""The log's two backends behind one seam: the writer of the server, and the check made
+before serving (``eventstore.location`` says which backend a ``--db`` value names)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar
+
+from eventstore.location import LogLocation, PostgresLog
+from eventstore.sql import Sql
+from eventstore.writer import Job
+
+T = TypeVar("T")
+
+
+class LogWriter(Protocol):
+    """What the ingest route needs of a writer (``GroupCommitWriter`` for SQLite,
+    ``PgGroupCommitWriter`` for PostgreSQL)."""
+
+    async def submit(self, job: Job[T]) -> T: ...
+
+    def enqueue(self, job: Job[Any], handle: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_writer(
+    location: LogLocation, *, busy_timeout_ms: int, on_commit: Callable[[], None] | None = None
+) -> LogWriter:
+    """The group-commit writer of the log at ``location``."""
+    if isinstance(location, PostgresLog):
+        from eventstore.pg.writer import PgGroupCommitWriter
+
+        return PgGroupCommitWriter(location, busy_timeout_ms=busy_timeout_ms, on_commit=on_commit)
+    from eventstore.writer import GroupCommitWriter
+
+    return GroupCommitWriter(location, busy_timeout_ms=busy_timeout_ms, on_commit=on_commit)
+
+
+def prepare_log(location: LogLocation, busy_timeout_ms: int) -> None:
+    """Open (or create) the log and prove it can be written, before serving anything."""
+    if isinstance(location, PostgresLog):
+        from eventstore.pg.connect import prepare
+
+        prepare(location, busy_timeout_ms)
+        return
+    from eventstore.db import open_store, probe_writable
+
+    conn = open_store(location, create=True)
+    try:
+        probe_writable(conn, location)
+    finally:
+        conn.close()
+
+
+def open_log(location: LogLocation, busy_timeout_ms: int = 5000, *, create: bool = True) -> Sql:
+    """A write connection to the log (migrated; with ``create``, a SQLite file is created if
+    missing), for the commands that write outside the server (``import``, ``verify``'s
+    record)."""
+    if isinstance(location, PostgresLog):
+        from eventstore.pg.connect import connect, prepare
+        from eventstore.pg.sql import PgSql
+
+        prepare(location, busy_timeout_ms)
+        return PgSql(connect(location, busy_timeout_ms), location)
+    from eventstore.db import open_store
+
+    return open_store(location, create=create)
+
+
+def log_transaction(conn: Sql, location: LogLocation) -> AbstractContextManager[None]:
+    """A write transaction on ``conn`` (from :func:`open_log`): SQLite's ``BEGIN IMMEDIATE``,
+    or PostgreSQL's with the append lock; committed at the end, rolled back on error."""
+    import sqlite3
+
+    if isinstance(conn, sqlite3.Connection):
+        from eventstore.db import transaction
+
+        return transaction(conn, str(location))
+    from eventstore.pg.sql import PgSql
+    from eventstore.pg.sql import transaction as pg_transaction
+
+    assert isinstance(conn, PgSql)
+    return pg_transaction(conn)

@@ -37,6 +37,8 @@ PROJECTIONS = "audit"
 LOG = "log"
 """The database name of the log, and the schema it is attached as to ``audit``."""
 PLUGIN_NAME = "clerk-audit"
+OWN_PLUGINS = frozenset({PLUGIN_NAME, "clerk-audit-pages", "clerk-audit-charts"})
+"""Our plugins: this one, ``eventstore.datasette_pages`` and ``eventstore.datasette_charts``."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 hookimpl = cast(Callable[[F], F], _hookimpl)
@@ -194,10 +196,18 @@ def registered(files: StoreFiles) -> Iterator[StoreFiles]:
     an earlier registration), so a ``Datasette`` started inside serves the store."""
     from datasette.plugins import pm
 
-    if pm.get_plugin(PLUGIN_NAME) is not None:
-        pm.unregister(name=PLUGIN_NAME)
-    pm.register(files, name=PLUGIN_NAME)
+    from eventstore.datasette_charts import PLUGIN_NAME as CHARTS
+    from eventstore.datasette_charts import AuditCharts
+    from eventstore.datasette_pages import PLUGIN_NAME as PAGES
+    from eventstore.datasette_pages import AuditPages
+
+    plugins = {PLUGIN_NAME: files, PAGES: AuditPages(), CHARTS: AuditCharts()}
+    for name, plugin in plugins.items():
+        if pm.get_plugin(name) is not None:
+            pm.unregister(name=name)
+        pm.register(plugin, name=name)
     try:
         yield files
     finally:
-        pm.unregister(name=PLUGIN_NAME)
+        for name in plugins:
+            pm.unregister(name=name)

@@ -21,8 +21,12 @@ from projections.fold import (
     claim,
     entity_row,
     timeline_row,
+    version_row,
 )
+from projections.history import insert_versions, rederive
 from projections.schema import TIMELINE, TIMELINE_COLUMNS
+
+SUMMARY = TIMELINE_COLUMNS.index("summary")
 
 _REPLACED = ("created_at", "updated_at", "data", "event_id", "version_ms", "version_rank")
 
@@ -70,11 +74,17 @@ def insert_timeline(conn: sqlite3.Connection, rows: Iterable[TimelineRow]) -> No
 def apply_events(conn: sqlite3.Connection, events: Sequence[LoggedEvent]) -> None:
     """Project ``events``: their timeline rows and their claims, one statement per table for
     them all. Two claims on one entity are upserted one after the other."""
-    insert_timeline(conn, map(timeline_row, events))
+    timeline = [timeline_row(event) for event in events]
+    insert_timeline(conn, timeline)
     rows: dict[EntitySpec, list[EntityRow]] = {}
-    for event in events:
+    versions = []
+    for event, line in zip(events, timeline, strict=True):
         found = claim(event)
         if found is not None:
             rows.setdefault(found.spec, []).append(entity_row(found, event))
+            if (version := version_row(found, event, line[SUMMARY])) is not None:
+                versions.append(version)
     for spec, entity_rows in rows.items():
         upsert_rows(conn, spec, entity_rows)
+    insert_versions(conn, versions)
+    rederive(conn, ((v[0], v[1]) for v in versions))

@@ -33,13 +33,22 @@ from projections.entities import SPECS
 from projections.failures import Failure, failure, record_failures
 from projections.fold import (
     TimelineRow,
+    VersionRow,
     claim,
     entity_row,
     parse_logged,
     timeline_row,
+    version_row,
 )
-from projections.schema import TIMELINE, TIMELINE_COLUMNS, entity_table_ddl, timeline_ddl
-from projections.tables import create_indexes, create_tables, set_checkpoint
+from projections.history import VERSIONS, derive_all
+from projections.schema import (
+    TIMELINE,
+    TIMELINE_COLUMNS,
+    entity_table_ddl,
+    table_ddl,
+    timeline_ddl,
+)
+from projections.tables import create_indexes, create_search, create_tables, set_checkpoint
 from projections.winners import Entry, Winner, Winners
 from projections.workers import Pool, job_connection, worker_pool, workers_for
 
@@ -60,6 +69,8 @@ _INSERT_TIMELINE = (
     f"INSERT INTO {TIMELINE} ({', '.join(TIMELINE_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(TIMELINE_COLUMNS))})"
 )
+_SUMMARY = TIMELINE_COLUMNS.index("summary")
+_INSERT_VERSION = f"INSERT INTO {VERSIONS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _winners: dict[str, Winners] = {}
 """(In a worker, or this process without workers.) The claims reduced so far, per new file."""
 
@@ -104,8 +115,9 @@ def _part_connection(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _reduce(key: str, timeline: list[TimelineRow], rows: list[tuple[int, str, bytes]],
-            failures: list[Failure], instance: str | None) -> None:  # fmt: skip
+def _reduce(key: str, timeline: list[TimelineRow], versions: list[VersionRow],
+            rows: list[tuple[int, str, bytes]], failures: list[Failure],
+            instance: str | None) -> None:  # fmt: skip
     winners = _winners.setdefault(key, Winners())
     add = winners.add
     for position, event_id, body in rows:
@@ -115,10 +127,13 @@ def _reduce(key: str, timeline: list[TimelineRow], rows: list[tuple[int, str, by
                 raise ValueError("the stored body is not an event")
             row = timeline_row(event)
             found = claim(event)
+            version = version_row(found, event, row[_SUMMARY]) if found is not None else None
         except Exception as error:
             failures.append(failure(position, event_id, error))
             continue
         timeline.append(row)
+        if version is not None:
+            versions.append(version)
         if found is not None:
             add(found.spec.table, found.entity_id, found.key, position, found.is_delete,
                 found.deleted_at)  # fmt: skip
@@ -136,10 +151,13 @@ def fold_part(
     out = _part_connection(Path(part))
     try:
         out.execute(timeline_ddl(TIMELINE))
+        out.execute(table_ddl(VERSIONS, VERSIONS))
         for rows in scan(source, after, upto):
             timeline: list[TimelineRow] = []
-            _reduce(file, timeline, rows, failures, instance)
+            versions: list[VersionRow] = []
+            _reduce(file, timeline, versions, rows, failures, instance)
             out.executemany(_INSERT_TIMELINE, timeline)
+            out.executemany(_INSERT_VERSION, versions)
             count += len(rows)
         out.execute("COMMIT")
     finally:
@@ -244,7 +262,7 @@ def _timeline(
     jobs = [(log, str(file), str(part), after, last, instance) for after, last, part in parts]
     count = 0
     for (_, _, part), (folded, failures) in zip(parts, run(fold_part, jobs), strict=True):
-        _copy(conn, part, (TIMELINE,))
+        _copy(conn, part, (TIMELINE, VERSIONS))
         record_failures(conn, failures)
         count += folded
         if progress is not None:
@@ -289,6 +307,8 @@ def build(
             _entities(conn, run, log, file, _batches(winners.ordered(), ENTITY_BATCH))
             del winners
         create_indexes(conn)
+        derive_all(conn)
+        create_search(conn)
         set_checkpoint(conn, upto)
         conn.execute("PRAGMA locking_mode = NORMAL")
         conn.execute("PRAGMA journal_mode = WAL")

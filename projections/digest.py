@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from projections.schema import PROJECTION_TABLES, TIMELINE, TIMELINE_COLUMNS
+from projections.schema import HISTORY_ORDER, PROJECTION_TABLES, TIMELINE, TIMELINE_COLUMNS
 from projections.workers import job_connection, worker_pool
 
 BATCH = 10_000
@@ -28,7 +28,7 @@ BATCH = 10_000
 def _select(table: str, name: str) -> str:
     if table == TIMELINE:
         return f"SELECT {', '.join(TIMELINE_COLUMNS[1:])} FROM {name} ORDER BY event_id"
-    return f"SELECT * FROM {name} ORDER BY id"
+    return f"SELECT * FROM {name} ORDER BY {HISTORY_ORDER.get(table, 'id')}"
 
 
 def table_digest(conn: sqlite3.Connection, table: str) -> str:

@@ -22,6 +22,7 @@ from projections.fields import (
     number,
     obj,
     path_text,
+    session_activity,
     text,
 )
 
@@ -123,10 +124,25 @@ DOMAIN = EntitySpec("organizationDomain", "organization_domains", (
     Column("verification_status", "TEXT", _verification_status),
 ))  # fmt: skip
 
+_ENDED = frozenset({"ended", "removed", "revoked", "expired", "abandoned", "replaced"})
+
+
+def _ended_at(d: Doc) -> str | None:
+    """When a session that is over ended: its last update, per Clerk."""
+    return iso(d, "updated_at") if text(d, "status") in _ENDED else None
+
+
+def _activity(index: int) -> Extract:
+    return lambda d: session_activity(d)[index]
+
+
 SESSION = EntitySpec("session", "sessions", (
     _text("user_id"), _text("client_id"), _text("status"), _time("last_active_at"),
     _time("expire_at"), _time("abandon_at"), _text("last_active_organization_id"),
     Column("actor_id", "TEXT", actor_id),
+    Column("device", "TEXT", _activity(0)), Column("browser", "TEXT", _activity(1)),
+    Column("city", "TEXT", _activity(2)), Column("country", "TEXT", _activity(3)),
+    Column("ended_at", "TEXT", _ended_at),
 ))  # fmt: skip
 
 ROLE = EntitySpec("role", "roles", (_text("key"), _text("name"), _text("description")))

@@ -82,3 +82,17 @@ def full_name(doc: Doc | None) -> str | None:
 def actor_id(session: Doc | None) -> str | None:
     """The impersonating user of a session (``actor.sub``), if any."""
     return path_text(session, "actor", "sub")
+
+
+def session_activity(session: Doc | None) -> tuple[str | None, str | None, str | None, str | None]:
+    """``(device, browser, city, country)`` of a session's ``latest_activity``, as Clerk
+    reports it (the browser with its version)."""
+    activity = obj(session, "latest_activity")
+    if activity is None:
+        return None, None, None, None
+    browser = " ".join(p for p in (text(activity, "browser_name"),
+                                   text(activity, "browser_version")) if p)  # fmt: skip
+    return (
+        text(activity, "device_type"), browser or None, text(activity, "city"),
+        text(activity, "country"),
+    )  # fmt: skip

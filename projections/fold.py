@@ -15,18 +15,23 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import orjson
+
 from eventstore.envelope import dump_json, load_json, split_type
 from eventstore.timefmt import iso_ms, occurred_ms
 from projections.entities import BY_OBJECT_TYPE, EntitySpec
 from projections.fields import Doc, iso, ms, obj, text
 from projections.instance import other_instance
 from projections.timeline import timeline_fields
+from projections.tracked import TRACKED, tracked_fields
 
 RANK_CREATED, RANK_OTHER, RANK_DELETED = 0, 1, 2
 
 ClaimKey = tuple[bool, int, int, str]
 TimelineRow = tuple[Any, ...]
 EntityRow = tuple[Any, ...]
+VersionRow = tuple[str, str, int, int, str, str | None, str | None, str | None, str]
+"""An ``entity_versions`` row (``projections.history``)."""
 
 
 class LoggedEvent(NamedTuple):
@@ -154,9 +159,24 @@ def entity_row(
 def timeline_row(event: LoggedEvent) -> TimelineRow:
     """``audit_timeline`` values, in the order of ``projections.schema.TIMELINE_COLUMNS``."""
     return (
-        event.position, event.event_id, event.occurred_at, event.event_type, event.object_type,
-        text(event.data, "id"),
+        event.position, event.event_id, event.occurred_at,
         *timeline_fields(event.object_type, event.action, event.event_type, event.doc, event.data,
                          event.other_instance),
-        event.other_instance,
+        event.event_type, event.object_type, text(event.data, "id"), event.other_instance,
+    )  # fmt: skip
+
+
+def version_row(found: Claim, event: LoggedEvent, summary: str) -> VersionRow | None:
+    """The ``entity_versions`` row of ``found``, for an entity whose changes are tracked
+    (``projections.tracked``): its tracked fields, None for a delete, and the event's own
+    sentence ``summary``."""
+    object_type = event.object_type
+    if object_type not in TRACKED or event.data is None:
+        return None
+    fields = None if found.is_delete else tracked_fields(object_type, event.data)
+    _, version, rank, event_id = found.key
+    stored = None if fields is None else orjson.dumps(fields).decode()
+    return (
+        object_type, found.entity_id, version, rank, event_id, event.action, event.occurred_at,
+        stored, summary,
     )  # fmt: skip

@@ -29,7 +29,12 @@ from projections.apply import apply_events
 from projections.failures import Failure, failure, record_failures
 from projections.files import create_empty, target
 from projections.fold import LoggedEvent, parse_logged
-from projections.redactions import erase_replaced, listed_positions, reproject
+from projections.redactions import (
+    PROJECTIONS_SECURE_DELETE,
+    erase_replaced,
+    listed_positions,
+    reproject,
+)
 from projections.tables import checkpoint, is_current_for, set_checkpoint
 
 log = logging.getLogger("clerk_audit.projector")
@@ -139,6 +144,7 @@ class Projector:
         if file is None:
             return
         conn = connect(file, synchronous="NORMAL", cache_kib=PROJECTIONS_CACHE_KIB)
+        conn.execute(f"PRAGMA secure_delete = {PROJECTIONS_SECURE_DELETE}")
         if not is_current_for(conn, self.instance):
             conn.close()
             raise OutOfDate(f"{self.projections_path} was built by another version of "

@@ -22,7 +22,6 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
 
-from eventstore.db import SECURE_DELETE
 from eventstore.envelope import load_json
 from eventstore.redaction import (
     REDACTION_TYPE,
@@ -36,8 +35,24 @@ from eventstore.sql import Sql
 from projections.apply import insert_timeline
 from projections.entities import COMMON_COLUMNS, EntitySpec
 from projections.failures import Failure, failure
-from projections.fold import Claim, LoggedEvent, claim, entity_row, parse_logged, timeline_row
-from projections.schema import ERRORS, TIMELINE
+from projections.fold import (
+    Claim,
+    LoggedEvent,
+    VersionRow,
+    claim,
+    entity_row,
+    parse_logged,
+    timeline_row,
+    version_row,
+)
+from projections.history import insert_versions, rederive
+from projections.schema import ERRORS, SEARCH, TIMELINE, TIMELINE_COLUMNS
+
+_SUMMARY = TIMELINE_COLUMNS.index("summary")
+PROJECTIONS_SECURE_DELETE = "ON"
+"""The projector zeroes every page it frees, not only bytes inside pages (the log's ``FAST``):
+the timeline's full-text index merges its segments as it grows, and a freed segment page would
+otherwise keep old words (names, addresses) beyond the reach of a redaction."""
 
 _BY_ADDRESS = (
     ("organization_invitations", "email_address", "organizationInvitation"),
@@ -170,20 +185,27 @@ def reproject(
     stored = _stored_event_ids(conn, [found for _, found in parsed if found is not None])
     timeline: list[tuple[Any, ...]] = []
     rewrites: dict[EntitySpec, list[tuple[Any, ...]]] = {}
+    versions: list[VersionRow] = []
     for event, found in parsed:
         gave = found is not None and stored.get((found.spec, found.entity_id)) == event.event_id
         try:
             row = timeline_row(event)
             entity = entity_row(found, event) if found is not None and gave else None
+            version = version_row(found, event, row[_SUMMARY]) if found is not None else None
         except Exception as error:
             failures.append(failure(event.position, event.event_id, error))
             continue
         timeline.append(row)
         if found is not None and entity is not None:
             rewrites.setdefault(found.spec, []).append(_rewrite(found.spec, entity))
+        if version is not None:
+            versions.append(version)
     insert_timeline(conn, timeline)
     for spec, rows in rewrites.items():
         conn.executemany(_rewrite_sql(spec), rows)
+    insert_versions(conn, versions)  # same keys: the redacted fields replace the old ones
+    rederive(conn, ((v[0], v[1]) for v in versions))
+    conn.execute(f"INSERT INTO {SEARCH} ({SEARCH}) VALUES ('rebuild')")  # no old token survives
     return failures
 
 
@@ -207,9 +229,9 @@ def _stored_event_ids(
 
 def erase_replaced(conn: sqlite3.Connection) -> bool:
     """After the commit of a redaction's re-projection: move the WAL into the file and
-    truncate it, and turn ``secure_delete`` back to the connection's default. Returns whether
+    truncate it, and set ``secure_delete`` back to the projector's setting. Returns whether
     the checkpoint completed (readers of older snapshots can hold it back)."""
     try:
         return truncate_wal(conn)
     finally:
-        conn.execute(f"PRAGMA secure_delete = {SECURE_DELETE}")
+        conn.execute(f"PRAGMA secure_delete = {PROJECTIONS_SECURE_DELETE}")

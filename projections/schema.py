@@ -19,9 +19,12 @@ from projections.entities import SPECS, EntitySpec
 
 TIMELINE = "audit_timeline"
 TIMELINE_COLUMNS = (
-    "position", "event_id", "occurred_at", "event_type", "object_type", "object_id", "user_id",
-    "organization_id", "actor_id", "client_ip", "user_agent", "summary", "other_instance",
+    "position", "event_id", "occurred_at", "summary", "actor_id", "user_id", "organization_id",
+    "client_ip", "device", "browser", "city", "country", "user_agent", "email", "event_type",
+    "object_type", "object_id", "other_instance",
 )  # fmt: skip
+"""The readable sentence and who, where and with what come first: Datasette shows columns in
+this order."""
 META = "_projection_meta"
 """Bookkeeping (schema fingerprint, the checkpoint ``position``): not a projection, not
 digested."""
@@ -34,6 +37,40 @@ ERRORS_DDL = f"""CREATE TABLE {ERRORS} (
     error TEXT NOT NULL
 )"""
 META_DDL = f"CREATE TABLE {META} (key TEXT PRIMARY KEY, value TEXT)"
+
+_VERSION_KEY = "version_ms INTEGER NOT NULL, version_rank INTEGER NOT NULL, event_id TEXT NOT NULL"
+HISTORY_DDL = {
+    "entity_versions": f"""(
+    object_type TEXT NOT NULL, entity_id TEXT NOT NULL, {_VERSION_KEY},
+    action TEXT, occurred_at TEXT, fields TEXT, summary TEXT NOT NULL,
+    PRIMARY KEY (object_type, entity_id, version_ms, version_rank, event_id)
+) WITHOUT ROWID""",
+    "changes": f"""(
+    entity_id TEXT NOT NULL, object_type TEXT NOT NULL, {_VERSION_KEY},
+    field TEXT NOT NULL, before TEXT, after TEXT, changed_at TEXT NOT NULL,
+    PRIMARY KEY (entity_id, object_type, version_ms, version_rank, event_id, field)
+) WITHOUT ROWID""",
+    "membership_roles": """(
+    membership_id TEXT NOT NULL, valid_from TEXT NOT NULL,
+    organization_id TEXT REFERENCES organizations(id), user_id TEXT REFERENCES users(id),
+    role TEXT NOT NULL, valid_to TEXT,
+    PRIMARY KEY (membership_id, valid_from),
+    CHECK (valid_to IS NULL OR valid_to > valid_from)
+) WITHOUT ROWID""",
+    "user_bans": """(
+    user_id TEXT NOT NULL REFERENCES users(id), valid_from TEXT NOT NULL, valid_to TEXT,
+    PRIMARY KEY (user_id, valid_from),
+    CHECK (valid_to IS NULL OR valid_to > valid_from)
+) WITHOUT ROWID""",
+}
+"""Each entity's history in version order (``projections.history``): its versions, the fields
+each changed, and the intervals of memberships' roles and users' bans."""
+HISTORY_ORDER = {
+    "entity_versions": "object_type, entity_id, version_ms, version_rank, event_id",
+    "changes": "entity_id, object_type, version_ms, version_rank, event_id, field",
+    "membership_roles": "membership_id, valid_from",
+    "user_bans": "user_id, valid_from",
+}
 
 _REFERENCES = {
     "user_id": "users",
@@ -49,6 +86,8 @@ _REFERENCES = {
 class Index:
     table: str
     columns: tuple[str, ...]
+    where: str = ""
+    """A partial index's condition: for columns that are nearly always NULL."""
 
 
 INDEXES = (
@@ -71,8 +110,13 @@ INDEXES = (
     Index(TIMELINE, ("user_id", "occurred_at")),
     Index(TIMELINE, ("organization_id", "occurred_at")),
     Index(TIMELINE, ("object_id",)),
-    Index(TIMELINE, ("event_type",)),
+    Index(TIMELINE, ("event_type", "occurred_at")),
+    Index(TIMELINE, ("actor_id",), "actor_id IS NOT NULL"),
+    Index("sessions", ("actor_id",), "actor_id IS NOT NULL"),
     Index(TIMELINE, ("client_ip",)),
+    Index("membership_roles", ("organization_id", "valid_from")),
+    Index("membership_roles", ("role", "valid_from")),
+    Index("membership_roles", ("user_id", "valid_from")),
 )
 
 
@@ -114,13 +158,16 @@ def table_ddl(table: str, name: str) -> str:
     """``CREATE TABLE`` for the projection ``table`` under the name ``name``."""
     if table == TIMELINE:
         return timeline_ddl(name)
+    if table in HISTORY_DDL:
+        return f"CREATE TABLE {name} {HISTORY_DDL[table]}"
     return entity_table_ddl(next(s for s in SPECS if s.table == table), name)
 
 
 def index_ddl(index: Index) -> str:
     unique = "UNIQUE " if index.columns == ("event_id",) else ""
     name = f"{index.table}_by_{'_'.join(index.columns)}"
-    return f"CREATE {unique}INDEX {name} ON {index.table} ({', '.join(index.columns)})"
+    where = f" WHERE {index.where}" if index.where else ""
+    return f"CREATE {unique}INDEX {name} ON {index.table} ({', '.join(index.columns)}){where}"
 
 
 VIEWS = {
@@ -151,11 +198,42 @@ FROM organization_invitations, (SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AS 
 }
 
 
+SEARCHED = ("summary", "actor_id", "user_id", "organization_id", "object_id", "client_ip",
+            "email", "event_type")  # fmt: skip
+"""The timeline columns its full-text index covers: a search finds an actor, a target, an
+email, an IP address or an event type."""
+SEARCH = f"{TIMELINE}_fts"
+SEARCH_DDL = (
+    f"CREATE VIRTUAL TABLE {SEARCH} USING fts5({', '.join(SEARCHED)}, "
+    f'content="{TIMELINE}", content_rowid=position, tokenize="unicode61 tokenchars \'_.@-\'")',
+    *(
+        f"CREATE TRIGGER {TIMELINE}_fts_{when} AFTER {when.upper()} ON {TIMELINE} BEGIN "
+        + (
+            f"INSERT INTO {SEARCH} ({SEARCH}, rowid, {', '.join(SEARCHED)}) VALUES "
+            f"('delete', old.position, {', '.join('old.' + c for c in SEARCHED)}); "
+            if when != "insert"
+            else ""
+        )
+        + (
+            f"INSERT INTO {SEARCH} (rowid, {', '.join(SEARCHED)}) VALUES "
+            f"(new.position, {', '.join('new.' + c for c in SEARCHED)}); "
+            if when != "delete"
+            else ""
+        )
+        + "END"
+        for when in ("insert", "delete", "update")
+    ),
+)
+"""The timeline's full-text index (FTS5, its content read from the timeline) and the triggers
+that keep it in step. Ids, addresses and emails are single tokens (``_ . @ -`` are part of a
+token), so ``user_2abc`` or ``maya@example.com`` finds exactly that."""
+
+
 def view_ddl(name: str) -> str:
     return f"CREATE VIEW {name} AS{VIEWS[name]}"
 
 
-PROJECTION_TABLES: tuple[str, ...] = (*(spec.table for spec in SPECS), TIMELINE)
+PROJECTION_TABLES: tuple[str, ...] = (*(spec.table for spec in SPECS), TIMELINE, *HISTORY_DDL)
 
 
 def fingerprint() -> str:
@@ -163,4 +241,5 @@ def fingerprint() -> str:
     parts = [table_ddl(t, t) for t in PROJECTION_TABLES] + [ERRORS_DDL, META_DDL]
     parts += [index_ddl(i) for i in INDEXES]
     parts += [view_ddl(v) for v in VIEWS]
+    parts += list(SEARCH_DDL)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

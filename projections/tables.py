@@ -18,6 +18,8 @@ from projections.schema import (
     META,
     META_DDL,
     PROJECTION_TABLES,
+    SEARCH,
+    SEARCH_DDL,
     VIEWS,
     fingerprint,
     index_ddl,
@@ -87,10 +89,20 @@ def create_indexes(conn: sqlite3.Connection) -> None:
         conn.execute(view_ddl(view))
 
 
+def create_search(conn: sqlite3.Connection) -> None:
+    """The timeline's full-text index, built from the rows already there and kept up to date
+    by triggers from then on (a rebuild makes it last: each trigger would cost more than the
+    one pass)."""
+    for statement in SEARCH_DDL:
+        conn.execute(statement)
+    conn.execute(f"INSERT INTO {SEARCH} ({SEARCH}) VALUES ('rebuild')")
+
+
 def create_schema(conn: sqlite3.Connection, instance: str | None = None) -> None:
     """Tables, indexes and views of an empty projections file."""
     create_tables(conn, instance)
     create_indexes(conn)
+    create_search(conn)
 
 
 def row_counts(conn: sqlite3.Connection) -> dict[str, int]:

@@ -7,12 +7,23 @@ timeline row is the same however and whenever the event arrived.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from projections.fields import Doc, actor_id, obj, path_text, text
+from projections.fields import (
+    Doc,
+    actor_id,
+    find_by_id,
+    obj,
+    path_text,
+    session_activity,
+    text,
+)
 from projections.summary import summarise
 
-Fields = tuple[str | None, str | None, str | None, str | None, str | None, str]
-"""``user_id, organization_id, actor_id, client_ip, user_agent, summary``."""
+Fields = tuple[Any, ...]
+"""``summary, actor_id, user_id, organization_id, client_ip, device, browser, city, country,
+user_agent, email``."""
+_NO_ACTIVITY = (None, None, None, None)
 
 _USER_ID: dict[str, Callable[[Doc], str | None]] = {
     "user": lambda d: text(d, "id"),
@@ -36,6 +47,27 @@ _ORGANIZATION_ID: dict[str, Callable[[Doc], str | None]] = {
     "subscriptionItem": lambda d: path_text(d, "payer", "organization_id"),
     "paymentAttempt": lambda d: path_text(d, "payer", "organization_id"),
 }
+
+
+def _primary_email(user: Doc | None) -> str | None:
+    addresses = user.get("email_addresses") if user else None
+    return find_by_id(addresses, text(user, "primary_email_address_id"), "email_address")
+
+
+_EMAIL: dict[str, Callable[[Doc], str | None]] = {
+    "user": _primary_email,
+    "session": lambda d: _primary_email(obj(d, "user")),
+    "organizationMembership": lambda d: path_text(d, "public_user_data", "identifier"),
+    "organizationInvitation": lambda d: text(d, "email_address"),
+    "waitlistEntry": lambda d: text(d, "email_address"),
+    "email": lambda d: text(d, "to_email_address"),
+}
+
+
+def email(object_type: str | None, data: Doc | None) -> str | None:
+    """The email address the event names (the user's primary one, the invited one, …)."""
+    extract = _EMAIL.get(object_type) if data and object_type else None
+    return extract(data) if extract and data else None
 
 
 def user_id(object_type: str | None, action: str | None, data: Doc | None) -> str | None:
@@ -62,12 +94,14 @@ def timeline_fields(
     other_instance: str | None = None,
 ) -> Fields:
     request = obj(obj(doc, "event_attributes"), "http_request")
-    actor = actor_id(data) if object_type == "session" else None
+    is_session = object_type == "session"
     return (
+        summarise(event_type, object_type, action, data, other_instance),
+        actor_id(data) if is_session else None,
         user_id(object_type, action, data),
         organization_id(object_type, data),
-        actor,
         text(request, "client_ip"),
+        *(session_activity(data) if is_session else _NO_ACTIVITY),
         text(request, "user_agent"),
-        summarise(event_type, object_type, action, data, other_instance),
+        email(object_type, data),
     )

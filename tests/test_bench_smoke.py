@@ -157,3 +157,18 @@ def test_the_consumers_round_measures_export_import_and_the_feed(tmp_path: Path)
         assert section.figures[f"{key}.ratio"].median > 0
     assert section.figures["feed.bytes_per_event"].median > 800
     assert not list((tmp_path / "consumers").iterdir())
+
+
+def test_the_page_timings_run_on_a_small_store(tmp_path: Path) -> None:
+    import asyncio
+
+    from bench.queries import measure
+    from tests.support.audit_story import fixture_events
+    from tests.support.direct import append_all, new_store
+
+    conn = new_store(tmp_path / "audit.db")
+    append_all(conn, fixture_events())
+    conn.close()
+    results = asyncio.run(measure(tmp_path / "audit.db", runs=1))
+    assert len(results) == 16
+    assert {status for *_, status in results} == {200}

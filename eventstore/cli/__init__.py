@@ -27,6 +27,7 @@ COMMANDS = {
     "import": "eventstore.cli.import_",
     "backfill": "eventstore.cli.backfill",
     "redact": "eventstore.cli.redact",
+    "state": "eventstore.cli.state",
 }
 
 

@@ -134,7 +134,7 @@ def load_allowed_plugins() -> set[str]:
         setattr(sys, "_called_from_test", True)  # noqa: B010
     from datasette.plugins import DEFAULT_PLUGINS, pm
 
-    from eventstore.datasette_files import PLUGIN_NAME
+    from eventstore.datasette_files import OWN_PLUGINS
 
     providers: dict[str, set[str]] = {}
     for dist in importlib.metadata.distributions():
@@ -145,7 +145,7 @@ def load_allowed_plugins() -> set[str]:
         if pm.get_plugin(name) is None:
             pm.load_setuptools_entrypoints("datasette", name=name)
     loaded = {str(pm.get_name(plugin)) for plugin in pm.get_plugins()}
-    loaded -= {*DEFAULT_PLUGINS, PLUGIN_NAME}
+    loaded -= {*DEFAULT_PLUGINS, *OWN_PLUGINS}
     unexpected = loaded - allowed_names
     if unexpected:
         raise ConfigurationError(

@@ -1,0 +1,199 @@
+"""Each entity's history in §6 version order: what changed, and what held when.
+
+Every event that claims a tracked entity (``projections.tracked``) leaves one row in
+``entity_versions``: its version key, its tracked fields (NULL for a delete) and its own
+timeline sentence. From an entity's versions, in version order (never arrival order), one
+pass (:func:`entity_pass`) derives
+
+* ``changes``: per version, each tracked field that differs from the previous snapshot;
+* ``membership_roles``: who held which role in which organization, from when until when;
+* ``user_bans``: when each user was banned, and until when;
+* the timeline sentence of each version, naming its security-relevant changes ("banned",
+  "role changed from member to admin").
+
+Everything derived depends only on the set of versions, so it is the same whatever the arrival
+order. The projector re-derives each entity a batch touched (:func:`rederive`); a rebuild
+derives every entity once, in primary-key order (:func:`derive_all`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import groupby
+from typing import Any, NamedTuple
+
+import orjson
+
+from eventstore.timefmt import iso_ms
+from projections.fold import VersionRow
+from projections.phrases import sentence
+from projections.schema import TIMELINE
+from projections.tracked import shown
+
+VERSIONS = "entity_versions"
+CHANGES = "changes"
+ROLES = "membership_roles"
+BANS = "user_bans"
+
+
+class Derived(NamedTuple):
+    changes: list[tuple[Any, ...]]
+    roles: list[tuple[Any, ...]]
+    bans: list[tuple[Any, ...]]
+    summaries: list[tuple[str, str, str]]
+    """``(final sentence, event_id, own sentence)`` of every version."""
+
+
+_SELECT = (
+    "SELECT object_type, entity_id, version_ms, version_rank, event_id, action, occurred_at, "
+    f"fields, summary FROM {VERSIONS}"
+)
+_ORDER = " ORDER BY object_type, entity_id, version_ms, version_rank, event_id"
+
+
+def _diff(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    return [(k, before.get(k), v) for k, v in after.items() if before.get(k) != v]
+
+
+class _Intervals:
+    """Open and closed intervals of one value (a role, a ban) over an entity's versions."""
+
+    def __init__(self) -> None:
+        self.closed: list[tuple[str, str, str | None, tuple[Any, ...]]] = []
+        self.open: tuple[str, str, tuple[Any, ...]] | None = None
+
+    def hold(self, value: str | None, at: str, extra: tuple[Any, ...]) -> None:
+        if self.open is not None and self.open[0] == value:
+            return
+        self.close(at)
+        if value is not None:
+            self.open = (value, at, extra)
+
+    def close(self, at: str) -> None:
+        if self.open is not None and self.open[1] != at:  # a zero-length interval is none
+            self.closed.append((self.open[0], self.open[1], at, self.open[2]))
+        self.open = None
+
+    def all(self) -> list[tuple[str, str, str | None, tuple[Any, ...]]]:
+        rest = [] if self.open is None else [(*self.open[:2], None, self.open[2])]
+        return self.closed + rest
+
+
+def entity_pass(versions: Sequence[VersionRow], out: Derived) -> None:
+    """Derive one entity's rows from its ``versions`` (in version order) into ``out``."""
+    previous: dict[str, Any] | None = None
+    intervals = _Intervals()
+    deleted = False
+    object_type, entity_id = versions[0][0], versions[0][1]
+    at = ""
+    for _, _, version_ms, rank, event_id, action, occurred_at, fields, summary in versions:
+        at = max(at, occurred_at or iso_ms(version_ms))  # intervals never run backwards
+        key = (entity_id, object_type, version_ms, rank, event_id)
+        if fields is None:  # a delete: final
+            if previous is not None and not deleted:
+                out.changes.append((*key, "deleted", "no", "yes", at))
+            deleted = True
+            intervals.close(at)
+            out.summaries.append((summary, event_id, summary))
+            continue
+        current = orjson.loads(fields)
+        diffs = _diff(previous, current) if previous is not None else []
+        out.changes.extend((*key, f, shown(b), shown(a), at) for f, b, a in diffs)
+        final = sentence(object_type, action, summary, previous or {}, current, diffs)
+        out.summaries.append((final, event_id, summary))
+        if not deleted:
+            _hold(object_type, current, intervals, at)
+        previous = current
+    _intervals(object_type, entity_id, intervals, out)
+
+
+def _hold(object_type: str, fields: dict[str, Any], intervals: _Intervals, at: str) -> None:
+    if object_type == "organizationMembership":
+        extra = (fields.get("organization_id"), fields.get("user_id"))
+        intervals.hold(fields.get("role") or "member", at, extra)
+    elif object_type == "user":
+        intervals.hold("banned" if fields.get("banned") == "yes" else None, at, ())
+
+
+def _intervals(object_type: str, entity_id: str, intervals: _Intervals, out: Derived) -> None:
+    for value, start, end, extra in intervals.all():
+        if object_type == "organizationMembership":
+            out.roles.append((entity_id, start, extra[0], extra[1], value, end))
+        elif object_type == "user":
+            out.bans.append((entity_id, start, end))
+
+
+def _insert(conn: sqlite3.Connection, out: Derived) -> None:
+    conn.executemany(f"INSERT INTO {CHANGES} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", out.changes)
+    conn.executemany(f"INSERT INTO {ROLES} VALUES (?, ?, ?, ?, ?, ?)", out.roles)
+    conn.executemany(f"INSERT INTO {BANS} VALUES (?, ?, ?)", out.bans)
+
+
+_UPDATE_SUMMARY = f"UPDATE {TIMELINE} SET summary = ?1 WHERE event_id = ?2 AND summary IS NOT ?1"
+
+
+def insert_versions(conn: sqlite3.Connection, rows: Iterable[VersionRow]) -> None:
+    conn.executemany(f"INSERT OR REPLACE INTO {VERSIONS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def rederive(conn: sqlite3.Connection, entities: Iterable[tuple[str, str]]) -> None:
+    """Derive again the rows of each ``(object_type, entity_id)`` from all its versions (the
+    projector, after a batch added versions to them)."""
+    out = Derived([], [], [], [])
+    for object_type, entity_id in sorted(set(entities)):
+        versions = conn.execute(
+            f"{_SELECT} WHERE object_type = ? AND entity_id = ?{_ORDER}", (object_type, entity_id)
+        ).fetchall()
+        conn.execute(
+            f"DELETE FROM {CHANGES} WHERE entity_id = ? AND object_type = ?",
+            (entity_id, object_type),
+        )
+        if object_type == "organizationMembership":
+            conn.execute(f"DELETE FROM {ROLES} WHERE membership_id = ?", (entity_id,))
+        elif object_type == "user":
+            conn.execute(f"DELETE FROM {BANS} WHERE user_id = ?", (entity_id,))
+        if versions:
+            entity_pass(versions, out)
+    _insert(conn, out)
+    conn.executemany(_UPDATE_SUMMARY, [(final, e) for final, e, _ in out.summaries])
+
+
+def _entities(rows: Iterator[VersionRow]) -> Iterator[list[VersionRow]]:
+    for _, versions in groupby(rows, key=lambda row: (row[0], row[1])):
+        yield list(versions)
+
+
+_SENTENCES = "temp.new_sentences"
+
+
+def derive_all(conn: sqlite3.Connection, batch: int = 20_000) -> None:
+    """Derive every entity's rows from ``entity_versions`` into empty tables (a rebuild).
+
+    The sentences that name changes are collected by timeline position and written in one
+    ``UPDATE`` in position order: one by one, by ``event_id``, they would visit the timeline's
+    pages at random."""
+    conn.execute(f"CREATE TABLE {_SENTENCES} (position INTEGER PRIMARY KEY, summary TEXT)")
+    cursor = conn.cursor()
+    cursor.execute(_SELECT + _ORDER)
+    out = Derived([], [], [], [])
+    for versions in _entities(iter(cursor)):
+        entity_pass(versions, out)
+        if len(out.summaries) >= batch:
+            _flush(conn, out)
+            out = Derived([], [], [], [])
+    _flush(conn, out)
+    conn.execute(
+        f"UPDATE {TIMELINE} SET summary = n.summary FROM {_SENTENCES} AS n "
+        f"WHERE {TIMELINE}.position = n.position"
+    )
+    conn.execute(f"DROP TABLE {_SENTENCES}")
+
+
+def _flush(conn: sqlite3.Connection, out: Derived) -> None:
+    _insert(conn, out)
+    changed = [(e, final) for final, e, own in out.summaries if final != own]
+    conn.executemany(
+        f"INSERT INTO {_SENTENCES} SELECT position, ?2 FROM {TIMELINE} WHERE event_id = ?1",
+        changed,
+    )

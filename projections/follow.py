@@ -1,7 +1,7 @@
 """Running the projector until told to stop (``clerk-audit project --follow``, and the
 process ``serve`` starts and restarts).
 
-It steps while there is work, waits :data:`IDLE_S` when it is up to date, and when a file
+It steps while a full batch is waiting, waits :data:`IDLE_S` once it has caught up, and when a file
 fails (disk full, locked, replaced) it says so and tries again after a pause, without ever
 touching ingest. A projections file built by another version is rebuilt first.
 """
@@ -20,9 +20,12 @@ from projections.rebuild import ensure_current
 
 log = logging.getLogger("clerk_audit.projector")
 
-IDLE_S = 0.02
-"""How long an up-to-date projector waits before it looks at the log again: the most it adds
-to the projections' lag."""
+IDLE_S = 0.05
+"""How long a projector that has caught up waits before it looks at the log again: the most it
+adds to the projections' lag. Under load this is also what lets a batch gather: stepping again
+at once committed a handful of events at a time, and each batch's transaction, checkpoint and
+history re-derivation cost more than its events (the projector took 0.28 of a core beside
+650 requests/s)."""
 RETRY_S = (0.5, 1.0, 2.0, 5.0)
 """Pauses after consecutive failures."""
 
@@ -56,7 +59,7 @@ def follow(
             log.error("projector: %s; trying again in %.1f s", error, pause)
             stop.wait(pause)
             continue
-        if not handled:
+        if handled < projector.batch:
             stop.wait(IDLE_S)
     _discard(projector)
 

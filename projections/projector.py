@@ -74,6 +74,11 @@ class Projector:
         self._conn: sqlite3.Connection | None = None
         self._file: Path | None = None
 
+    @property
+    def batch(self) -> int:
+        """The most events a step reads."""
+        return self._batch
+
     def close(self) -> None:
         self._log.close()
         self._reopen(None)

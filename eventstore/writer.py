@@ -260,17 +260,7 @@ class GroupCommitWriter:
             if first is None:
                 self._write_held_on_close()
                 return
-            group = [first]
-            while len(group) < MAX_GROUP:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                group.append(item)
-            self._commit(group)
+            self._commit(take_group(self._queue, first))
 
     def _commit(self, group: list[Pending[Any]]) -> None:
         committed = False
@@ -282,11 +272,11 @@ class GroupCommitWriter:
             self._held.clear()
             committed = True
         except StoreError as error:
-            self._fail(group, _as_unavailable(error))
+            fail_group(group, as_unavailable(error), self._held)
         except Exception:  # a bug must not leave requests waiting for ever
             log.exception("the writer failed on a group of %d jobs", len(group))
             failure = "internal error while writing; see the server log"
-            self._fail(group, StoreError(failure, public=failure))
+            fail_group(group, StoreError(failure, public=failure), self._held)
         self._settle(group)
         if committed and self._on_commit is not None:
             self._on_commit()
@@ -332,15 +322,6 @@ class GroupCommitWriter:
             outcome, failed = conflict, True
         self._conn.execute("RELEASE attempt")
         return outcome, failed
-
-    def _fail(self, group: list[Pending[Any]], error: StoreError) -> None:
-        for pending in group:
-            pending.outcome, pending.failed = error, True
-        self._held.extend(row for p in group if (row := p.job.unavailable(str(error))) is not None)
-        if len(self._held) > MAX_HELD:
-            dropped = len(self._held) - MAX_HELD
-            del self._held[:dropped]
-            log.error("store unavailable: dropped %d held delivery records", dropped)
 
     def _write_held(self) -> None:
         """Record the deliveries of groups that could not commit (inside this transaction)."""
@@ -394,7 +375,37 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return stat.st_dev, stat.st_ino
 
 
-def _as_unavailable(error: StoreError) -> StoreError:
+def take_group(
+    waiting: queue.SimpleQueue[Pending[Any] | None], first: Pending[Any]
+) -> list[Pending[Any]]:
+    """``first`` and every job waiting behind it, up to :data:`MAX_GROUP`; a stop (None) met on
+    the way is put back for the writer's loop to see next."""
+    group = [first]
+    while len(group) < MAX_GROUP:
+        try:
+            item = waiting.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            waiting.put(None)
+            break
+        group.append(item)
+    return group
+
+
+def fail_group(group: list[Pending[Any]], error: StoreError, held: list[DeliveryRecord]) -> None:
+    """Fail every job of ``group`` with ``error`` and hold their deliveries (at most
+    :data:`MAX_HELD`, the oldest dropped) for the next group that commits."""
+    for pending in group:
+        pending.outcome, pending.failed = error, True
+    held.extend(row for p in group if (row := p.job.unavailable(str(error))) is not None)
+    if len(held) > MAX_HELD:
+        dropped = len(held) - MAX_HELD
+        del held[:dropped]
+        log.error("store unavailable: dropped %d held delivery records", dropped)
+
+
+def as_unavailable(error: StoreError) -> StoreError:
     if isinstance(error, StoreUnavailable):
         return error
     return StoreUnavailable(str(error), public=error.public)

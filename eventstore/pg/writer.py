@@ -38,20 +38,21 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from eventstore.errors import EventConflict, StoreError, StoreUnavailable
+from eventstore.errors import EventConflict, StoreError
 from eventstore.location import PostgresLog
 from eventstore.pg.connect import open_pool, translate
 from eventstore.pg.sql import PgSql
 from eventstore.records import DeliveryRecord
 from eventstore.writer import (
-    MAX_GROUP,
-    MAX_HELD,
     AppendJob,
     DeliveryJob,
     Job,
     Pending,
     Settle,
     append_jobs,
+    as_unavailable,
+    fail_group,
+    take_group,
 )
 from eventstore.writer import _settle as settle_futures
 
@@ -102,17 +103,7 @@ class PgGroupCommitWriter:
 
     def _run(self) -> None:
         while (first := self._queue.get()) is not None:
-            group = [first]
-            while len(group) < MAX_GROUP:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                group.append(item)
-            self._commit(group)
+            self._commit(take_group(self._queue, first))
         if self._held:
             self._commit([])
 
@@ -122,12 +113,12 @@ class PgGroupCommitWriter:
             committed = True
         except StoreError as error:
             committed = False
-            self._fail(group, _as_unavailable(error))
+            fail_group(group, as_unavailable(error), self._held)
         except Exception:  # a bug must not leave requests waiting for ever
             committed = False
             log.exception("the writer failed on a group of %d jobs", len(group))
             failure = "internal error while writing; see the server log"
-            self._fail(group, StoreError(failure, public=failure))
+            fail_group(group, StoreError(failure, public=failure), self._held)
         self._settle(group)
         if committed and self._on_commit is not None:
             self._on_commit()
@@ -171,15 +162,6 @@ class PgGroupCommitWriter:
             if failed:
                 log.error("could not record a held %s delivery: %s", row.outcome, outcome)
 
-    def _fail(self, group: list[Pending[Any]], error: StoreError) -> None:
-        for pending in group:
-            pending.outcome, pending.failed = error, True
-        self._held.extend(row for p in group if (row := p.job.unavailable(str(error))) is not None)
-        if len(self._held) > MAX_HELD:
-            dropped = len(self._held) - MAX_HELD
-            del self._held[:dropped]
-            log.error("store unavailable: dropped %d held delivery records", dropped)
-
 
 def _attempt(sql: PgSql, run: Callable[[], Any]) -> tuple[Any, bool]:
     """``run()`` under a savepoint: (its result, False), or (the error, True) if the database
@@ -206,9 +188,3 @@ def _rollback(conn: psycopg.Connection[Any]) -> None:
         conn.execute("ROLLBACK")
     except psycopg.Error:
         log.debug("rollback failed; the pool discards the connection")
-
-
-def _as_unavailable(error: StoreError) -> StoreError:
-    if isinstance(error, StoreUnavailable):
-        return error
-    return StoreUnavailable(str(error), public=error.public)

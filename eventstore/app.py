@@ -20,7 +20,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from eventstore.backends import LogWriter, open_writer
 from eventstore.errors import (
     AuditStoreError,
     BodyIncomplete,
@@ -36,6 +35,7 @@ from eventstore.settings import Settings
 from eventstore.timefmt import now_iso
 from eventstore.verify import Verifier, claimed_event_id, claimed_timestamp
 from eventstore.writer import AppendJob, DeliveryJob, PositionJob
+from eventstore.writer_process import ProcessWriter
 from projections.progress import ProgressReader
 
 log = logging.getLogger("clerk_audit.ingest")
@@ -106,7 +106,7 @@ class Arrival:
 class Ingest:
     """The ingest route: read, verify, append, answer."""
 
-    def __init__(self, settings: Settings, writer: LogWriter) -> None:
+    def __init__(self, settings: Settings, writer: ProcessWriter) -> None:
         self._limit = settings.max_body_bytes
         self._verifier = Verifier(settings.secrets)
         self._writer = writer
@@ -155,7 +155,7 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._writer: LogWriter | None = None
+        self._writer: ProcessWriter | None = None
         self._ingest: Ingest | None = None
         self._feed: Feed | None = None
         self._progress = ProgressReader(settings.projections_path)
@@ -163,11 +163,12 @@ class Service:
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         signal = CommitSignal(asyncio.get_running_loop())
-        self._writer = open_writer(
+        self._writer = ProcessWriter(
             self._settings.db_path,
             busy_timeout_ms=self._settings.busy_timeout_ms,
             on_commit=signal.committed,
         )
+        await self._writer.start()
         self._ingest = Ingest(self._settings, self._writer)
         if self._settings.feed_token is not None:
             self._feed = Feed(self._settings.db_path, self._settings.feed_token, signal)
@@ -176,7 +177,7 @@ class Service:
         finally:
             if self._feed is not None:
                 self._feed.close()
-            self._writer.close()
+            await self._writer.aclose()
             self._progress.close()
 
     async def ingest(self, request: Request) -> Response:

@@ -9,14 +9,15 @@ from typing import Any, Protocol, TypeVar
 
 from eventstore.location import LogLocation, PostgresLog
 from eventstore.sql import Sql
-from eventstore.writer import Job
+from eventstore.writer import Job, Settle
 
 T = TypeVar("T")
 
 
 class LogWriter(Protocol):
-    """What the ingest route needs of a writer (``GroupCommitWriter`` for SQLite,
-    ``PgGroupCommitWriter`` for PostgreSQL)."""
+    """A group-commit writer in this process (``GroupCommitWriter`` for SQLite,
+    ``PgGroupCommitWriter`` for PostgreSQL); the server runs one in a process of its own
+    (``eventstore.writer_process``)."""
 
     async def submit(self, job: Job[T]) -> T: ...
 
@@ -26,16 +27,24 @@ class LogWriter(Protocol):
 
 
 def open_writer(
-    location: LogLocation, *, busy_timeout_ms: int, on_commit: Callable[[], None] | None = None
+    location: LogLocation,
+    *,
+    busy_timeout_ms: int,
+    on_commit: Callable[[], None] | None = None,
+    settle: Settle | None = None,
 ) -> LogWriter:
-    """The group-commit writer of the log at ``location``."""
+    """The group-commit writer of the log at ``location`` (``settle``: see the writers)."""
     if isinstance(location, PostgresLog):
         from eventstore.pg.writer import PgGroupCommitWriter
 
-        return PgGroupCommitWriter(location, busy_timeout_ms=busy_timeout_ms, on_commit=on_commit)
+        return PgGroupCommitWriter(
+            location, busy_timeout_ms=busy_timeout_ms, on_commit=on_commit, settle=settle
+        )
     from eventstore.writer import GroupCommitWriter
 
-    return GroupCommitWriter(location, busy_timeout_ms=busy_timeout_ms, on_commit=on_commit)
+    return GroupCommitWriter(
+        location, busy_timeout_ms=busy_timeout_ms, on_commit=on_commit, settle=settle
+    )
 
 
 def prepare_log(location: LogLocation, busy_timeout_ms: int) -> None:

@@ -8,6 +8,7 @@ the shipped metadata.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -207,6 +208,19 @@ async def test_a_user_page_links_to_history_sign_ins_and_changes(ds: Datasette) 
     html = await page(ds, "/audit/organizations/org_h")
     assert 'href="/audit/organization_members_as_of?organization_id=org_h"' in html
     assert 'href="/-/clerk-audit/roles/org_h"' in html
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "path", ["/audit/users/user_maya", "/audit/organizations/org_h",
+             "/audit/organization_memberships/orgmem_1"],
+)  # fmt: skip
+async def test_a_row_page_folds_the_snapshot(ds: Datasette, path: str) -> None:
+    html = await page(ds, path)
+    (cell,) = re.findall(r'<td class="col-data[^"]*">(.*?)</td>', html, re.DOTALL)
+    assert cell.startswith("<details><summary>JSON, ") and '<pre class="snapshot">{' in cell
+    assert "<details open" not in cell and cell.count("\n") > 5  # folded, whole inside
+    assert re.search(r'href="/audit/(user|organization|object)_history\?', html)
 
 
 @pytest.mark.asyncio

@@ -261,6 +261,22 @@ async def test_the_pictures_render_svg(ds: Datasette) -> None:
     assert roles.count("<rect") == 2 and "org:member" in roles and "org:admin" in roles
 
 
+@pytest.mark.asyncio
+async def test_the_pictures_may_take_longer_than_a_page(ds: Datasette) -> None:
+    """They read the whole log: Datasette's per-query limit must not cut them short."""
+    from datasette.database import QueryInterrupted
+
+    from eventstore.datasette_charts import _whole_log
+
+    ds.sql_time_limit_ms = 1
+    slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) "
+    slow += "SELECT count(*) FROM c"
+    db = ds.get_database("audit")
+    with pytest.raises(QueryInterrupted):
+        await db.execute(slow, custom_time_limit=10_000)  # what the pictures did
+    assert [tuple(row) for row in await _whole_log(db, slow)] == [(200000,)]
+
+
 def test_a_day_chart_shows_the_days_without_events() -> None:
     from eventstore.datasette_charts import bar_chart
 

@@ -71,15 +71,18 @@ def _pairs(request: Any) -> list[tuple[str, str]]:
 
 
 def page_size(request: Any, most: int) -> int:
-    """The rows of a canned query's page: ``_size`` (1 to ``most``), else ``PAGE_ROWS`` for
-    HTML and ``most + 1`` for JSON and CSV (Datasette then cuts at ``most`` and says so)."""
+    """The rows of a canned query's page: ``_size`` (1 to ``most``, or ``max``), else
+    ``PAGE_ROWS`` for HTML and ``most + 1`` for JSON and CSV (Datasette then cuts at ``most``
+    and says so, as before pages)."""
     asked = request.args.get("_size")
+    html = request.url_vars.get("format") in (None, "", "html")
+    if asked == "max":  # Datasette's own CSV link
+        return most if html else most + 1
     if asked:
         try:
             return max(1, min(int(asked), most))
         except ValueError:
-            raise BadRequest("_size must be a positive integer") from None
-    html = request.url_vars.get("format") in (None, "", "html")
+            raise BadRequest("_size must be a positive integer or max") from None
     return PAGE_ROWS if html else most + 1
 
 

@@ -170,6 +170,18 @@ async def test_a_canned_query_page_shows_its_rows_a_page_at_a_time(ds: Datasette
 
 
 @pytest.mark.asyncio
+async def test_datasettes_own_links_keep_their_limit(ds: Datasette) -> None:
+    page = await ds.client.get("/audit/user_history", params=HISTORY)
+    (csv_link,) = re.findall(r'href="(/audit/user_history\.csv[^"]*)"', page.text)
+    answer = await ds.client.get(csv_link.replace("&amp;", "&"))
+    assert answer.status_code == 200 and answer.text.count("\n") == 1 + 1000
+    as_json = await ds.client.get("/audit/user_history.json", params={**HISTORY, "_size": "max"})
+    assert len(as_json.json()["rows"]) == 1000 and as_json.json()["truncated"]
+    bad = await ds.client.get("/audit/user_history.json", params={**HISTORY, "_size": "many"})
+    assert bad.status_code == 400
+
+
+@pytest.mark.asyncio
 async def test_the_last_page_has_no_next_link(ds: Datasette, store: Path) -> None:
     total = len(maya(store))
     last = await ds.client.get("/audit/user_history", params={**HISTORY, "_next": "1200"})

@@ -198,8 +198,9 @@ def command(
     `log.events` too. Both are read live and read-only: new events show without a restart,
     and so do projections swapped in by `clerk-audit rebuild`. Plugins load from an
     allow-list only (datasette-pretty-json, datasette-auth-tokens). Arguments after `--` go
-    to `datasette serve` and override the defaults (--host, --port); -i/--immutable and
-    --plugins-dir are refused.
+    to `datasette serve` and override the defaults (--host, --port, --setting suggest_facets
+    off); -i/--immutable and --plugins-dir are refused. Every table and canned query page
+    links to its whole export (CSV or JSON) at /-/clerk-audit/export/.
 
     \b
     Example:

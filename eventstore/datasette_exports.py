@@ -23,6 +23,7 @@ import base64
 import csv
 import io
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,22 +282,39 @@ async def _until_disconnect(receive: Callable[[], Awaitable[dict[str, Any]]]) ->
         pass
 
 
+class Chunks:
+    """A cursor's rows a chunk at a time, read in worker threads; closing waits for a read
+    still running (a request cancelled mid-read must not close the connection under it)."""
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self.cursor, self._lock = cursor, threading.Lock()
+
+    def read(self) -> list[Any]:
+        with self._lock:
+            return self.cursor.fetchmany(CHUNK_ROWS)
+
+    def close(self) -> None:
+        with self._lock:
+            self.cursor.connection.close()
+
+
 def stream(cursor: sqlite3.Cursor, encoder: JsonRows | CsvRows, receive: Any) -> Any:
     """Write the cursor's rows a chunk at a time; stop early if the client goes away."""
+    chunks = Chunks(cursor)
 
     async def write(response: Any) -> None:
         gone = asyncio.ensure_future(_until_disconnect(receive))
         try:
             await response.write(encoder.head())
             while not gone.done():
-                rows = await asyncio.to_thread(cursor.fetchmany, CHUNK_ROWS)
+                rows = await asyncio.to_thread(chunks.read)
                 if not rows:
                     await response.write(encoder.tail())
                     break
                 await response.write(encoder.rows(rows))
         finally:
             gone.cancel()
-            cursor.connection.close()
+            chunks.close()
 
     return write
 

@@ -8,7 +8,8 @@ Build the projections first with ``clerk-audit rebuild --db <a copy of the log>`
 100 s; never write the cached log itself). The parameters are picked from the store: the user
 and the organization with the most timeline rows (the slowest pages), a session, an IP, a
 role and a moment in the middle of the log. Prints one Markdown table (median and slowest of
-``--runs`` after one warm-up) against the targets: 200 ms per page, 500 ms for the search.
+``--runs`` after one warm-up, and the answer's size) against the targets: 200 ms per page,
+500 ms for the search; the whole exports have none.
 Results and their analysis go in ``bench/analysis.md``.
 """
 
@@ -26,7 +27,7 @@ from urllib.parse import urlencode
 
 from eventstore.paths import default_projections_path
 
-PAGE_MS, SEARCH_MS, PICTURES_MS = 200.0, 500.0, 1000.0
+PAGE_MS, SEARCH_MS, PICTURES_MS, EXPORT_MS = 200.0, 500.0, 1000.0, 10_000.0
 
 
 def _one(conn: sqlite3.Connection, sql: str) -> Any:
@@ -56,6 +57,7 @@ def parameters(projections: Path) -> dict[str, str]:
 def pages(p: dict[str, str]) -> dict[str, tuple[str, float]]:
     """``{name: (path, target ms)}``."""
     none = {"from": "", "to": ""}
+    export = "/-/clerk-audit/export/audit/"
 
     def q(name: str, **params: str) -> tuple[str, float]:
         return f"/audit/{name}?{urlencode(params)}", PAGE_MS
@@ -83,16 +85,27 @@ def pages(p: dict[str, str]) -> dict[str, tuple[str, float]]:
             f"/audit/audit_timeline?{urlencode({'_search': p['ip']})}",
             SEARCH_MS,
         ),
+        "sign_ins_from_ip, 10th page (rows 901-1,000)": q(
+            "sign_ins_from_ip", client_ip=p["ip"], _next="900", **none
+        ),
         "roles over time": (f"/-/clerk-audit/roles/{p['org']}", PAGE_MS),
         "pictures (whole log, no target)": ("/-/clerk-audit/charts", PICTURES_MS),
+        "export user_history CSV (every row, no target)": (
+            export + f"user_history.csv?{urlencode({'user_id': p['user'], **none})}",
+            EXPORT_MS,
+        ),
+        "export timeline by IP JSON (every row, no target)": (
+            export + f"audit_timeline.json?{urlencode({'client_ip': p['ip']})}",
+            EXPORT_MS,
+        ),
     }
 
 
-async def measure(db: Path, runs: int) -> list[tuple[str, float, float, float, int]]:
-    """``(name, median ms, slowest ms, target ms, status)`` per page."""
+async def measure(db: Path, runs: int) -> list[tuple[str, float, float, float, int, int]]:
+    """``(name, median ms, slowest ms, target ms, status, bytes)`` per page."""
     from datasette.app import Datasette
 
-    from eventstore.cli.datasette import load_allowed_plugins, load_metadata
+    from eventstore.cli.datasette import SETTINGS, load_allowed_plugins, load_metadata
     from eventstore.datasette_files import StoreFiles, registered
 
     load_allowed_plugins()
@@ -100,16 +113,17 @@ async def measure(db: Path, runs: int) -> list[tuple[str, float, float, float, i
     found = parameters(projections)
     results = []
     with registered(StoreFiles(db, projections)):
-        ds = Datasette([], metadata=load_metadata())
+        ds = Datasette([], metadata=load_metadata(), settings=SETTINGS)
         await ds.invoke_startup()
         for name, (path, target) in pages(found).items():
-            status = (await ds.client.get(path, follow_redirects=True)).status_code  # warm-up
+            warm = await ds.client.get(path, follow_redirects=True)  # warm-up
+            status, size = warm.status_code, len(warm.content)
             times = []
             for _ in range(runs):
                 started = time.perf_counter()
                 await ds.client.get(path, follow_redirects=True)
                 times.append((time.perf_counter() - started) * 1000)
-            results.append((name, statistics.median(times), max(times), target, status))
+            results.append((name, statistics.median(times), max(times), target, status, size))
     return results
 
 
@@ -119,11 +133,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     results = asyncio.run(measure(args.db, args.runs))
-    print("| page | median ms | slowest ms | target ms | status |")
-    print("|---|---:|---:|---:|---|")
-    for name, median, slowest, target, status in results:
+    print("| page | median ms | slowest ms | target ms | KB | status |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, median, slowest, target, status, size in results:
         verdict = "ok" if slowest < target and status == 200 else "MISS"
-        print(f"| {name} | {median:.0f} | {slowest:.0f} | {target:.0f} | {status} {verdict} |")
+        print(
+            f"| {name} | {median:.0f} | {slowest:.0f} | {target:.0f} | {size / 1024:,.0f} "
+            f"| {status} {verdict} |"
+        )
 
 
 if __name__ == "__main__":

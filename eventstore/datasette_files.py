@@ -37,8 +37,11 @@ PROJECTIONS = "audit"
 LOG = "log"
 """The database name of the log, and the schema it is attached as to ``audit``."""
 PLUGIN_NAME = "clerk-audit"
-OWN_PLUGINS = frozenset({PLUGIN_NAME, "clerk-audit-pages", "clerk-audit-charts"})
-"""Our plugins: this one, ``eventstore.datasette_pages`` and ``eventstore.datasette_charts``."""
+OWN_PLUGINS = frozenset(
+    {PLUGIN_NAME, "clerk-audit-pages", "clerk-audit-charts", "clerk-audit-exports"}
+)
+"""Our plugins: this one, ``eventstore.datasette_pages``, ``eventstore.datasette_charts`` and
+``eventstore.datasette_exports``."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 hookimpl = cast(Callable[[F], F], _hookimpl)
@@ -198,10 +201,14 @@ def registered(files: StoreFiles) -> Iterator[StoreFiles]:
 
     from eventstore.datasette_charts import PLUGIN_NAME as CHARTS
     from eventstore.datasette_charts import AuditCharts
+    from eventstore.datasette_exports import PLUGIN_NAME as EXPORTS
+    from eventstore.datasette_exports import AuditExports
     from eventstore.datasette_pages import PLUGIN_NAME as PAGES
     from eventstore.datasette_pages import AuditPages
 
-    plugins = {PLUGIN_NAME: files, PAGES: AuditPages(), CHARTS: AuditCharts()}
+    plugins = {
+        PLUGIN_NAME: files, PAGES: AuditPages(), CHARTS: AuditCharts(), EXPORTS: AuditExports()
+    }  # fmt: skip
     for name, plugin in plugins.items():
         if pm.get_plugin(name) is not None:
             pm.unregister(name=name)

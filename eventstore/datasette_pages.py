@@ -10,7 +10,8 @@
   "(deleted before capture)" for its name.
 * **Readable defaults.** A table page opened without ``_col``/``_nocol`` hides the bookkeeping
   columns (``data``, ``event_id``, ``version_ms``, ``version_rank``): a redirect adds ``_nocol``
-  for them, so they stay one click (or one query) away.
+  for them, so they stay one click (or one query) away. A row page (which takes no ``_nocol``)
+  folds an entity's ``data`` snapshot under a one-line summary, as the log's event bodies.
 * **Day facets in date order** (``facets: [{day: occurred_at}]``), each day linking to that
   day's rows.
 
@@ -87,14 +88,16 @@ def _own_id(table: str, value: str) -> Markup:
     return Markup(f"{html.escape(value)} <small>({links})</small>")
 
 
-def _pretty_body(value: bytes) -> Markup | None:
+def _pretty_json(value: bytes | str, css: str = "event-body") -> Markup | None:
+    """``value`` as indented JSON, folded under a one-line summary (opened by a click)."""
     try:
         pretty = orjson.dumps(orjson.loads(value), option=orjson.OPT_INDENT_2).decode()
     except orjson.JSONDecodeError:
         return None
+    size = len(value) if isinstance(value, bytes) else len(value.encode())
     return Markup(
-        f"<details><summary>JSON, {len(value):,} bytes</summary>"
-        f'<pre class="event-body">{html.escape(pretty)}</pre></details>'
+        f"<details><summary>JSON, {size:,} bytes</summary>"
+        f'<pre class="{css}">{html.escape(pretty)}</pre></details>'
     )
 
 
@@ -139,7 +142,9 @@ async def _named(datasette: Any, database: str, text: str) -> Markup:
 def render(row: Any, value: Any, column: str, table: str | None) -> Markup | str | None:
     """The cell's HTML, or None for Datasette's own rendering (everything but the sentence)."""
     if table == "events" and column == "body" and isinstance(value, bytes):
-        return _pretty_body(value)
+        return _pretty_json(value)
+    if table in _ENTITY_TABLES_WITH_BOOKKEEPING and column == "data" and isinstance(value, str):
+        return _pretty_json(value, "snapshot")  # a row page: one line, not ninety
     if table == "audit_timeline" and column == "event_id" and isinstance(value, str):
         return Markup(_link(f"/log/events/{row['position']}", value))
     if table in _OWN_LINKS and column == "id" and isinstance(value, str):

@@ -115,7 +115,7 @@ INDEXES = (
     Index("sessions", ("actor_id",), "actor_id IS NOT NULL"),
     Index(TIMELINE, ("client_ip",)),
     Index("membership_roles", ("organization_id", "valid_from")),
-    Index("membership_roles", ("role", "valid_from")),
+    Index("membership_roles", ("role", "valid_from", "valid_to", "organization_id", "user_id")),
     Index("membership_roles", ("user_id", "valid_from")),
 )
 

@@ -8,6 +8,7 @@ the shipped metadata.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -210,6 +211,19 @@ async def test_a_user_page_links_to_history_sign_ins_and_changes(ds: Datasette) 
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "path", ["/audit/users/user_maya", "/audit/organizations/org_h",
+             "/audit/organization_memberships/orgmem_1"],
+)  # fmt: skip
+async def test_a_row_page_folds_the_snapshot(ds: Datasette, path: str) -> None:
+    html = await page(ds, path)
+    (cell,) = re.findall(r'<td class="col-data[^"]*">(.*?)</td>', html, re.DOTALL)
+    assert cell.startswith("<details><summary>JSON, ") and '<pre class="snapshot">{' in cell
+    assert "<details open" not in cell and cell.count("\n") > 5  # folded, whole inside
+    assert re.search(r'href="/audit/(user|organization|object)_history\?', html)
+
+
+@pytest.mark.asyncio
 async def test_tables_open_readable(ds: Datasette) -> None:
     answer = await ds.client.get("/audit/users")
     assert answer.status_code == 302
@@ -245,6 +259,22 @@ async def test_the_pictures_render_svg(ds: Datasette) -> None:
     assert f'href="/audit/audit_timeline?occurred_at__gte={day}&amp;occurred_at__lt=' in html
     roles = await page(ds, "/-/clerk-audit/roles/org_h")
     assert roles.count("<rect") == 2 and "org:member" in roles and "org:admin" in roles
+
+
+@pytest.mark.asyncio
+async def test_the_pictures_may_take_longer_than_a_page(ds: Datasette) -> None:
+    """They read the whole log: Datasette's per-query limit must not cut them short."""
+    from datasette.database import QueryInterrupted
+
+    from eventstore.datasette_charts import _whole_log
+
+    ds.sql_time_limit_ms = 1
+    slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) "
+    slow += "SELECT count(*) FROM c"
+    db = ds.get_database("audit")
+    with pytest.raises(QueryInterrupted):
+        await db.execute(slow, custom_time_limit=10_000)  # what the pictures did
+    assert [tuple(row) for row in await _whole_log(db, slow)] == [(200000,)]
 
 
 def test_a_day_chart_shows_the_days_without_events() -> None:

@@ -170,5 +170,7 @@ def test_the_page_timings_run_on_a_small_store(tmp_path: Path) -> None:
     append_all(conn, fixture_events())
     conn.close()
     results = asyncio.run(measure(tmp_path / "audit.db", runs=1))
-    assert len(results) == 16
-    assert {status for *_, status in results} == {200}
+    assert len(results) == 19
+    assert {status for *_, status, _ in results} == {200}
+    exports = [size for name, *_, size in results if name.startswith("export ")]
+    assert len(exports) == 2 and min(exports) > 0

@@ -12,6 +12,8 @@ Skipped, saying why, where ``chromium`` is not installed (``.ci/run`` installs i
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import subprocess
@@ -61,6 +63,9 @@ class Links(HTMLParser):
         self.urls: list[str] = []
         self.resources: list[str] = []
         self.svg_rects = 0
+        self.folded: list[str] = []
+        """The classes of the ``<pre>`` elements inside a ``<details>`` (folded)."""
+        self._open_details = 0
         self.text = ""
 
     def handle_data(self, data: str) -> None:
@@ -74,6 +79,12 @@ class Links(HTMLParser):
             if found.get(key):
                 self.resources.append(str(found[key]))
         self.svg_rects += tag == "rect"
+        self._open_details += tag == "details"
+        if tag == "pre" and self._open_details:
+            self.folded.append(str(found.get("class")))
+
+    def handle_endtag(self, tag: str) -> None:
+        self._open_details -= tag == "details"
 
 
 def local(base: str, url: str) -> bool:
@@ -161,3 +172,28 @@ def test_the_pictures_are_non_empty_svg(
     shot = tmp_path / "charts.png"
     chromium(site.url + PAGES["charts"], f"--screenshot={shot}", "--window-size=1000,700")
     assert shot.stat().st_size > 5_000  # a rendered picture, not a blank page
+
+
+@pytest.mark.slow
+def test_the_pages_link_their_whole_exports(site: Running, pages: dict[str, Links]) -> None:
+    for name in ("timeline", "search", "user_history", "user_changes", "sign_ins"):
+        exports = [url for url in pages[name].urls if "/-/clerk-audit/export/" in url]
+        assert [urlsplit(url).path.rsplit(".", 1)[1] for url in exports] == ["csv", "json"], name
+    csv_url, json_url = (
+        urljoin(site.url + PAGES["user_history"], url)
+        for url in pages["user_history"].urls
+        if "/-/clerk-audit/export/" in url
+    )
+    with httpx.Client(timeout=30) as client:
+        header, *rows = csv.reader(io.StringIO(client.get(csv_url).text))
+        objects = client.get(json_url).json()
+        page = client.get(f"{site.url}/audit/user_history.json?user_id=user_maya&from=&to=")
+    assert header == page.json()["columns"] and list(objects[0]) == header
+    assert len(rows) == len(objects) == len(page.json()["rows"]) > 5
+
+
+@pytest.mark.slow
+def test_a_user_page_folds_the_snapshot(pages: dict[str, Links]) -> None:
+    user = pages["user"]
+    assert user.folded == ["snapshot"] and "JSON, " in user.text  # one line until opened
+    assert "/audit/user_history?user_id=user_maya" in user.urls

@@ -138,6 +138,7 @@ def test_datasette_reads_the_live_store_with_allowed_plugins_only(
         assert not marker.exists()
         served = [d["name"] for d in client.get("/-/databases.json").json()]
         assert served == ["audit", "log"]
+        assert client.get("/-/settings.json").json()["suggest_facets"] is False
 
         def timeline() -> list[str]:
             response = client.get("/audit/audit_timeline.json", params={"_shape": "array"})

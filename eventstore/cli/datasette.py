@@ -40,6 +40,10 @@ ALLOWED_PLUGINS = frozenset({"datasette-pretty-json", "datasette-auth-tokens"})
 """Distributions whose ``datasette`` entry points may load; no other plugin does."""
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
+SETTINGS: dict[str, bool] = {"suggest_facets": False}
+"""Datasette settings clerk-audit serves with (``-- --setting NAME VALUE`` overrides them).
+No facet suggestions: each is a query over a table page's rows for every column, about a
+second per page for a search of the 1M-event timeline."""
 _REFUSED = {
     "-i": "--immutable would hide every event stored after Datasette starts",
     "--immutable": "--immutable would hide every event stored after Datasette starts",
@@ -112,9 +116,12 @@ def _refuse(args: Sequence[str]) -> None:
 def serve_args(metadata_file: Path, extra: Sequence[str]) -> list[str]:
     """Arguments for ``datasette``: no file (our plugin adds the store's two); the extra ones
     come last, so they override the defaults."""
+    settings = [
+        arg for name, on in SETTINGS.items() for arg in ("--setting", name, "on" if on else "off")
+    ]
     return [
         "serve", "--metadata", str(metadata_file),
-        "--host", DEFAULT_HOST, "--port", str(DEFAULT_PORT), *extra,
+        "--host", DEFAULT_HOST, "--port", str(DEFAULT_PORT), *settings, *extra,
     ]  # fmt: skip
 
 
@@ -191,8 +198,9 @@ def command(
     `log.events` too. Both are read live and read-only: new events show without a restart,
     and so do projections swapped in by `clerk-audit rebuild`. Plugins load from an
     allow-list only (datasette-pretty-json, datasette-auth-tokens). Arguments after `--` go
-    to `datasette serve` and override the defaults (--host, --port); -i/--immutable and
-    --plugins-dir are refused.
+    to `datasette serve` and override the defaults (--host, --port, --setting suggest_facets
+    off); -i/--immutable and --plugins-dir are refused. Every table and canned query page
+    links to its whole export (CSV or JSON) at /-/clerk-audit/export/.
 
     \b
     Example:

@@ -221,7 +221,7 @@ class GroupCommitWriter:
         self._identity = _identity(path)
         self._held: list[DeliveryRecord] = []
         self._detached = False
-        self._queue: queue.SimpleQueue[Pending[Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Pending[Any]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="clerk-audit-writer", daemon=True)
         self._thread.start()
 
@@ -236,7 +236,11 @@ class GroupCommitWriter:
 
     def enqueue(self, job: Job[Any], handle: Any) -> None:
         """Queue ``job`` for the next group; ``handle`` is given back to ``settle`` with it."""
-        self._queue.put(Pending(job, handle))
+        self._queue.put([Pending(job, handle)])
+
+    def enqueue_all(self, jobs: list[tuple[Job[Any], Any]]) -> None:
+        """Queue ``(job, handle)`` pairs to go in one group together."""
+        self._queue.put([Pending(job, handle) for job, handle in jobs])
 
     def close(self) -> None:
         """Finish the jobs already submitted, then stop the thread, fold the write-ahead log
@@ -376,11 +380,12 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 def take_group(
-    waiting: queue.SimpleQueue[Pending[Any] | None], first: Pending[Any]
+    waiting: queue.SimpleQueue[list[Pending[Any]] | None], first: list[Pending[Any]]
 ) -> list[Pending[Any]]:
-    """``first`` and every job waiting behind it, up to :data:`MAX_GROUP`; a stop (None) met on
-    the way is put back for the writer's loop to see next."""
-    group = [first]
+    """``first`` and every job waiting behind it, up to about :data:`MAX_GROUP` (jobs queued
+    together stay together); a stop (None) met on the way is put back for the writer's loop to
+    see next."""
+    group = list(first)
     while len(group) < MAX_GROUP:
         try:
             item = waiting.get_nowait()
@@ -389,7 +394,7 @@ def take_group(
         if item is None:
             waiting.put(None)
             break
-        group.append(item)
+        group.extend(item)
     return group
 
 

@@ -5,7 +5,10 @@ inserts, commits) share one GIL: every SQLite call and every hash of a body over
 it over, and the two threads queue for it. Here the server keeps the loop, and a child process
 (``python -m eventstore.writer_process``) runs the writer of ``eventstore.writer`` (or
 ``eventstore.pg.writer``) on the second core. Jobs go over a socket pair in length-prefixed
-pickle frames, one frame per turn of the loop; each committed group comes back as one frame.
+pickle frames; each committed group comes back as one frame. While the child holds a frame,
+the jobs that arrive meanwhile wait in the server and go as the next frame once it answers: the
+writer could not start them earlier, and one frame per group instead of one per request spares
+a write and a wake-up of the child per request.
 
 The child lives exactly as long as the server's end of the socket: it ignores SIGINT and
 SIGTERM (the server drains first), and at end of file it finishes the jobs it has, then exits.
@@ -69,6 +72,8 @@ class ProcessWriter:
         self._ids = itertools.count()
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._outbox: list[tuple[int, Job[Any]]] = []
+        self._sent = 0
+        """Jobs sent in frames the child has not answered in full yet."""
         self._child: _Child | None = None
         self._stopping = False
         self._failures = 0
@@ -89,16 +94,19 @@ class ProcessWriter:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         handle = next(self._ids)
         self._waiting[handle] = future
-        if not self._outbox:
+        if not self._outbox and not self._sent:
             asyncio.get_running_loop().call_soon(self._flush)
         self._outbox.append((handle, job))
         return await future
 
     def _flush(self) -> None:
+        if not self._outbox or self._sent:
+            return
         items, self._outbox = self._outbox, []
         if self._child is None:
             self._fail([handle for handle, _ in items])
             return
+        self._sent = len(items)
         self._child.writer.write(frame(items))
 
     async def _keep(self) -> None:
@@ -109,6 +117,8 @@ class ProcessWriter:
             await self._read(self._child)
             self._child.end()
             self._child = None
+            self._sent = 0
+            self._outbox.clear()
             self._fail(list(self._waiting))
             if self._stopping:
                 return
@@ -121,6 +131,8 @@ class ProcessWriter:
                 self._settle(pickle.loads(await child.reader.readexactly(size)))
 
     def _settle(self, outcomes: list[tuple[int, Any, bool]]) -> None:
+        self._sent -= len(outcomes)
+        self._flush()
         committed = False
         for handle, outcome, failed in outcomes:
             future = self._waiting.pop(handle, None)
@@ -151,8 +163,8 @@ class ProcessWriter:
     async def aclose(self) -> None:
         """Let the child finish what it was given and stop; then stop keeping it."""
         self._stopping = True
-        if self._outbox:
-            self._flush()
+        if self._waiting:  # normally none: the server answered every request before this
+            await asyncio.wait(list(self._waiting.values()), timeout=STOP_TIMEOUT_S)
         if self._child is not None:
             self._child.writer.write_eof()
         if self._keeper is not None:
@@ -211,8 +223,7 @@ def serve_jobs(sock: socket.socket, location: LogLocation, busy_timeout_ms: int)
     try:
         while header := stream.read(FRAME.size):
             (size,) = FRAME.unpack(header)
-            for handle, job in pickle.loads(stream.read(size)):
-                writer.enqueue(job, handle)
+            writer.enqueue_all([(job, handle) for handle, job in pickle.loads(stream.read(size))])
     finally:
         writer.close()
 

@@ -79,7 +79,7 @@ class PgGroupCommitWriter:
         self._on_commit = on_commit
         self._pool = open_pool(location, busy_timeout_ms)
         self._held: list[DeliveryRecord] = []
-        self._queue: queue.SimpleQueue[Pending[Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Pending[Any]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="clerk-audit-writer", daemon=True)
         self._thread.start()
 
@@ -93,7 +93,10 @@ class PgGroupCommitWriter:
         return await future
 
     def enqueue(self, job: Job[Any], handle: Any) -> None:
-        self._queue.put(Pending(job, handle))
+        self._queue.put([Pending(job, handle)])
+
+    def enqueue_all(self, jobs: list[tuple[Job[Any], Any]]) -> None:
+        self._queue.put([Pending(job, handle) for job, handle in jobs])
 
     def close(self) -> None:
         """Finish the jobs already submitted, then stop the thread and close the pool."""

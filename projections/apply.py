@@ -57,9 +57,14 @@ def upsert_sql(spec: EntitySpec) -> str:
     )
 
 
+_STAGED = "temp.timeline_batch"
+_STAGE = (
+    f"CREATE TABLE IF NOT EXISTS {_STAGED} ({', '.join(TIMELINE_COLUMNS)})",
+    f"INSERT INTO {_STAGED} VALUES ({', '.join('?' * len(TIMELINE_COLUMNS))})",
+)
 _INSERT_TIMELINE = (
     f"INSERT INTO {TIMELINE} ({', '.join(TIMELINE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(TIMELINE_COLUMNS))})"
+    f"SELECT * FROM {_STAGED} ORDER BY position"
 )
 
 
@@ -68,7 +73,13 @@ def upsert_rows(conn: sqlite3.Connection, spec: EntitySpec, rows: Iterable[Entit
 
 
 def insert_timeline(conn: sqlite3.Connection, rows: Iterable[TimelineRow]) -> None:
-    conn.executemany(_INSERT_TIMELINE, rows)
+    """Insert ``rows`` in one statement, from a staging table: inserted one by one, each row
+    was a statement of its own, and the full-text index wrote a segment per statement."""
+    create, stage = _STAGE
+    conn.execute(create)
+    conn.executemany(stage, rows)
+    conn.execute(_INSERT_TIMELINE)
+    conn.execute(f"DELETE FROM {_STAGED}")
 
 
 def apply_events(conn: sqlite3.Connection, events: Sequence[LoggedEvent]) -> None:

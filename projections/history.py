@@ -130,7 +130,14 @@ def _insert(conn: sqlite3.Connection, out: Derived) -> None:
     conn.executemany(f"INSERT INTO {BANS} VALUES (?, ?, ?)", out.bans)
 
 
-_UPDATE_SUMMARY = f"UPDATE {TIMELINE} SET summary = ?1 WHERE event_id = ?2 AND summary IS NOT ?1"
+_SUMMARIES = "temp.new_summaries"
+_UPDATE_SUMMARIES = (
+    f"CREATE TABLE IF NOT EXISTS {_SUMMARIES} (event_id TEXT PRIMARY KEY, summary TEXT)",
+    f"INSERT OR REPLACE INTO {_SUMMARIES} VALUES (?2, ?1)",
+    f"UPDATE {TIMELINE} SET summary = n.summary FROM {_SUMMARIES} AS n "
+    f"WHERE {TIMELINE}.event_id = n.event_id AND {TIMELINE}.summary IS NOT n.summary",
+    f"DELETE FROM {_SUMMARIES}",
+)
 
 
 def insert_versions(conn: sqlite3.Connection, rows: Iterable[VersionRow]) -> None:
@@ -156,7 +163,17 @@ def rederive(conn: sqlite3.Connection, entities: Iterable[tuple[str, str]]) -> N
         if versions:
             entity_pass(versions, out)
     _insert(conn, out)
-    conn.executemany(_UPDATE_SUMMARY, [(final, e) for final, e, _ in out.summaries])
+    _update_summaries(conn, [(final, e) for final, e, _ in out.summaries])
+
+
+def _update_summaries(conn: sqlite3.Connection, summaries: list[tuple[str, str]]) -> None:
+    """Set the timeline sentences ``(summary, event_id)`` that differ, in one statement (one
+    by one, each was a statement and a segment of the full-text index)."""
+    create, stage, update, clear = _UPDATE_SUMMARIES
+    conn.execute(create)
+    conn.executemany(stage, summaries)
+    conn.execute(update)
+    conn.execute(clear)
 
 
 def _entities(rows: Iterator[VersionRow]) -> Iterator[list[VersionRow]]:

@@ -94,6 +94,12 @@ class Projector:
         :raises OutOfDate: the projections were built by another version of the code.
         :raises StoreError: either file cannot be read or written now.
         """
+        try:
+            return self._step(upto, guarded=False)
+        except _BatchFailed:  # rolled back: again, each event under a savepoint of its own
+            return self._step(upto, guarded=True)
+
+    def _step(self, upto: int | None, guarded: bool) -> int:
         conn = self._connection()
         with transaction(conn, self.projections_path):
             after = checkpoint(conn)
@@ -101,7 +107,10 @@ class Projector:
             if not rows:
                 return 0
             events, failures = _parse(rows, self.instance)
-            failures += _apply_guarded(conn, events)
+            if guarded:
+                failures += [f for event in events for f in _apply_guarded(conn, (event,))]
+            else:
+                _apply_whole(conn, events)
             if redacted := listed_positions(events):  # a redaction: its events, redacted
                 failures += reproject(conn, self._log, redacted, self.instance)
             record_failures(conn, failures)
@@ -176,6 +185,23 @@ def _parse(
         else:
             events.append(event)
     return events, failures
+
+
+class _BatchFailed(Exception):
+    """Applying a batch raised (not the store failing): the batch is applied again, each
+    event on its own, so only the events that fail are left out."""
+
+
+def _apply_whole(conn: sqlite3.Connection, events: Sequence[LoggedEvent]) -> None:
+    """Apply ``events`` with no savepoint (each would copy every page the batch changes
+    into a statement journal); raises :class:`_BatchFailed` if that raises (other than the
+    store failing)."""
+    try:
+        apply_events(conn, events)
+    except Exception as error:
+        if isinstance(error, sqlite3.Error) and type(translate(error)) is not StoreError:
+            raise  # the file is failing (full, locked, read-only): the batch waits
+        raise _BatchFailed from error
 
 
 def _apply_guarded(conn: sqlite3.Connection, events: Sequence[LoggedEvent]) -> list[Failure]:

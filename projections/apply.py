@@ -10,7 +10,7 @@ orders them. Used by the projector for each batch, and by a rebuild for its winn
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from functools import cache
 
 from projections.entities import COMMON_COLUMNS, EntitySpec
@@ -23,7 +23,7 @@ from projections.fold import (
     timeline_row,
     version_row,
 )
-from projections.history import insert_versions, rederive
+from projections.history import derive_added, insert_versions
 from projections.schema import TIMELINE, TIMELINE_COLUMNS
 
 SUMMARY = TIMELINE_COLUMNS.index("summary")
@@ -82,20 +82,28 @@ def insert_timeline(conn: sqlite3.Connection, rows: Iterable[TimelineRow]) -> No
     conn.execute(f"DELETE FROM {_STAGED}")
 
 
-def apply_events(conn: sqlite3.Connection, events: Sequence[LoggedEvent]) -> None:
-    """Project ``events``: their timeline rows and their claims, one statement per table for
-    them all. Two claims on one entity are upserted one after the other."""
-    timeline = [timeline_row(event) for event in events]
-    insert_timeline(conn, timeline)
+def apply_events(conn: sqlite3.Connection, events: Iterable[LoggedEvent]) -> None:
+    """Project ``events`` (read once): their timeline rows and their claims, one statement
+    per table for them all. Two claims on one entity are upserted one after the other."""
+    timeline: list[TimelineRow] = []
     rows: dict[EntitySpec, list[EntityRow]] = {}
     versions = []
-    for event, line in zip(events, timeline, strict=True):
+    for event in events:
+        timeline.append(line := timeline_row(event))
         found = claim(event)
         if found is not None:
             rows.setdefault(found.spec, []).append(entity_row(found, event))
             if (version := version_row(found, event, line[SUMMARY])) is not None:
                 versions.append(version)
+    if finals := derive_added(conn, versions):
+        timeline = [_with_summary(line, finals) for line in timeline]
+    insert_timeline(conn, timeline)
     for spec, entity_rows in rows.items():
         upsert_rows(conn, spec, entity_rows)
     insert_versions(conn, versions)
-    rederive(conn, ((v[0], v[1]) for v in versions))
+
+
+def _with_summary(line: TimelineRow, finals: dict[str, str]) -> TimelineRow:
+    """``line`` with its event's final sentence (``projections.history``), if it has one."""
+    final = finals.get(line[1])
+    return line if final is None else (*line[:SUMMARY], final, *line[SUMMARY + 1 :])

@@ -42,7 +42,7 @@ from projections.tables import checkpoint, is_current_for, set_checkpoint
 
 log = logging.getLogger("clerk_audit.projector")
 
-BATCH = 2_000
+BATCH = 5_000
 """Events per transaction: large enough that a commit's cost is spread thin, small enough
 that the projections stay a fraction of a second behind the log."""
 PROJECTIONS_CACHE_KIB = 65_536

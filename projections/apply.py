@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterable
 from functools import cache
 
-from projections.entities import COMMON_COLUMNS, EntitySpec
+from projections.entities import COMMON_COLUMNS, SPECS, EntitySpec
 from projections.fold import (
     EntityRow,
     LoggedEvent,
@@ -28,6 +28,7 @@ from projections.schema import TIMELINE, TIMELINE_COLUMNS
 
 SUMMARY = TIMELINE_COLUMNS.index("summary")
 
+BY_TABLE = {spec.table: spec for spec in SPECS}
 _REPLACED = ("created_at", "updated_at", "data", "event_id", "version_ms", "version_rank")
 
 
@@ -86,20 +87,20 @@ def apply_events(conn: sqlite3.Connection, events: Iterable[LoggedEvent]) -> Non
     """Project ``events`` (read once): their timeline rows and their claims, one statement
     per table for them all. Two claims on one entity are upserted one after the other."""
     timeline: list[TimelineRow] = []
-    rows: dict[EntitySpec, list[EntityRow]] = {}
+    rows: dict[str, list[EntityRow]] = {}  # by table: hashing a spec hashes all its columns
     versions = []
     for event in events:
         timeline.append(line := timeline_row(event))
         found = claim(event)
         if found is not None:
-            rows.setdefault(found.spec, []).append(entity_row(found, event))
+            rows.setdefault(found.spec.table, []).append(entity_row(found, event))
             if (version := version_row(found, event, line[SUMMARY])) is not None:
                 versions.append(version)
     if finals := derive_added(conn, versions):
         timeline = [_with_summary(line, finals) for line in timeline]
     insert_timeline(conn, timeline)
-    for spec, entity_rows in rows.items():
-        upsert_rows(conn, spec, entity_rows)
+    for table, entity_rows in rows.items():
+        upsert_rows(conn, BY_TABLE[table], entity_rows)
     insert_versions(conn, versions)
 
 

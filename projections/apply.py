@@ -10,10 +10,10 @@ orders them. Used by the projector for each batch, and by a rebuild for its winn
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from functools import cache
 
-from projections.entities import COMMON_COLUMNS, EntitySpec
+from projections.entities import COMMON_COLUMNS, SPECS, EntitySpec
 from projections.fold import (
     EntityRow,
     LoggedEvent,
@@ -23,11 +23,12 @@ from projections.fold import (
     timeline_row,
     version_row,
 )
-from projections.history import insert_versions, rederive
+from projections.history import derive_added, insert_versions
 from projections.schema import TIMELINE, TIMELINE_COLUMNS
 
 SUMMARY = TIMELINE_COLUMNS.index("summary")
 
+BY_TABLE = {spec.table: spec for spec in SPECS}
 _REPLACED = ("created_at", "updated_at", "data", "event_id", "version_ms", "version_rank")
 
 
@@ -57,9 +58,14 @@ def upsert_sql(spec: EntitySpec) -> str:
     )
 
 
+_STAGED = "temp.timeline_batch"
+_STAGE = (
+    f"CREATE TABLE IF NOT EXISTS {_STAGED} ({', '.join(TIMELINE_COLUMNS)})",
+    f"INSERT INTO {_STAGED} VALUES ({', '.join('?' * len(TIMELINE_COLUMNS))})",
+)
 _INSERT_TIMELINE = (
     f"INSERT INTO {TIMELINE} ({', '.join(TIMELINE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(TIMELINE_COLUMNS))})"
+    f"SELECT * FROM {_STAGED} ORDER BY position"
 )
 
 
@@ -68,23 +74,37 @@ def upsert_rows(conn: sqlite3.Connection, spec: EntitySpec, rows: Iterable[Entit
 
 
 def insert_timeline(conn: sqlite3.Connection, rows: Iterable[TimelineRow]) -> None:
-    conn.executemany(_INSERT_TIMELINE, rows)
+    """Insert ``rows`` in one statement, from a staging table: inserted one by one, each row
+    was a statement of its own, and the full-text index wrote a segment per statement."""
+    create, stage = _STAGE
+    conn.execute(create)
+    conn.executemany(stage, rows)
+    conn.execute(_INSERT_TIMELINE)
+    conn.execute(f"DELETE FROM {_STAGED}")
 
 
-def apply_events(conn: sqlite3.Connection, events: Sequence[LoggedEvent]) -> None:
-    """Project ``events``: their timeline rows and their claims, one statement per table for
-    them all. Two claims on one entity are upserted one after the other."""
-    timeline = [timeline_row(event) for event in events]
-    insert_timeline(conn, timeline)
-    rows: dict[EntitySpec, list[EntityRow]] = {}
+def apply_events(conn: sqlite3.Connection, events: Iterable[LoggedEvent]) -> None:
+    """Project ``events`` (read once): their timeline rows and their claims, one statement
+    per table for them all. Two claims on one entity are upserted one after the other."""
+    timeline: list[TimelineRow] = []
+    rows: dict[str, list[EntityRow]] = {}  # by table: hashing a spec hashes all its columns
     versions = []
-    for event, line in zip(events, timeline, strict=True):
+    for event in events:
+        timeline.append(line := timeline_row(event))
         found = claim(event)
         if found is not None:
-            rows.setdefault(found.spec, []).append(entity_row(found, event))
+            rows.setdefault(found.spec.table, []).append(entity_row(found, event))
             if (version := version_row(found, event, line[SUMMARY])) is not None:
                 versions.append(version)
-    for spec, entity_rows in rows.items():
-        upsert_rows(conn, spec, entity_rows)
+    if finals := derive_added(conn, versions):
+        timeline = [_with_summary(line, finals) for line in timeline]
+    insert_timeline(conn, timeline)
+    for table, entity_rows in rows.items():
+        upsert_rows(conn, BY_TABLE[table], entity_rows)
     insert_versions(conn, versions)
-    rederive(conn, ((v[0], v[1]) for v in versions))
+
+
+def _with_summary(line: TimelineRow, finals: dict[str, str]) -> TimelineRow:
+    """``line`` with its event's final sentence (``projections.history``), if it has one."""
+    final = finals.get(line[1])
+    return line if final is None else (*line[:SUMMARY], final, *line[SUMMARY + 1 :])

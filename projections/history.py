@@ -19,6 +19,7 @@ derives every entity once, in primary-key order (:func:`derive_all`).
 from __future__ import annotations
 
 import sqlite3
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import groupby
 from typing import Any, NamedTuple
@@ -79,33 +80,66 @@ class _Intervals:
         rest = [] if self.open is None else [(*self.open[:2], None, self.open[2])]
         return self.closed + rest
 
+    def copy(self) -> _Intervals:
+        twin = _Intervals()
+        twin.closed, twin.open = list(self.closed), self.open
+        return twin
+
+
+class _Pass:
+    """One entity's pass over its versions in version order (:func:`entity_pass`), which can
+    be copied after any version and continued in two ways (:func:`derive_added`)."""
+
+    __slots__ = ("at", "deleted", "entity_id", "intervals", "object_type", "previous")
+
+    def __init__(self, object_type: str, entity_id: str) -> None:
+        self.object_type, self.entity_id = object_type, entity_id
+        self.previous: dict[str, Any] | None = None
+        self.deleted = False
+        self.at = ""
+        self.intervals = _Intervals()
+
+    def copy(self) -> _Pass:
+        twin = _Pass(self.object_type, self.entity_id)
+        twin.previous, twin.deleted, twin.at = self.previous, self.deleted, self.at
+        twin.intervals = self.intervals.copy()
+        return twin
+
+    def step(self, version: VersionRow, out: Derived | None) -> None:
+        """Take the next version; its changes and sentence go to ``out`` (None: only the
+        state moves on, for versions whose rows are already known)."""
+        _, _, version_ms, rank, event_id, action, occurred_at, fields, summary = version
+        at = self.at = max(self.at, occurred_at or iso_ms(version_ms))  # never backwards
+        key = (self.entity_id, self.object_type, version_ms, rank, event_id)
+        if fields is None:  # a delete: final
+            if out is not None:
+                if self.previous is not None and not self.deleted:
+                    out.changes.append((*key, "deleted", "no", "yes", at))
+                out.summaries.append((summary, event_id, summary))
+            self.deleted = True
+            self.intervals.close(at)
+            return
+        current = orjson.loads(fields)
+        if out is not None:
+            previous = self.previous
+            diffs = _diff(previous, current) if previous is not None else []
+            out.changes.extend((*key, f, shown(b), shown(a), at) for f, b, a in diffs)
+            final = sentence(self.object_type, action, summary, previous or {}, current, diffs)
+            out.summaries.append((final, event_id, summary))
+        if not self.deleted:
+            _hold(self.object_type, current, self.intervals, at)
+        self.previous = current
+
+    def finish(self, out: Derived) -> None:
+        _intervals(self.object_type, self.entity_id, self.intervals, out)
+
 
 def entity_pass(versions: Sequence[VersionRow], out: Derived) -> None:
     """Derive one entity's rows from its ``versions`` (in version order) into ``out``."""
-    previous: dict[str, Any] | None = None
-    intervals = _Intervals()
-    deleted = False
-    object_type, entity_id = versions[0][0], versions[0][1]
-    at = ""
-    for _, _, version_ms, rank, event_id, action, occurred_at, fields, summary in versions:
-        at = max(at, occurred_at or iso_ms(version_ms))  # intervals never run backwards
-        key = (entity_id, object_type, version_ms, rank, event_id)
-        if fields is None:  # a delete: final
-            if previous is not None and not deleted:
-                out.changes.append((*key, "deleted", "no", "yes", at))
-            deleted = True
-            intervals.close(at)
-            out.summaries.append((summary, event_id, summary))
-            continue
-        current = orjson.loads(fields)
-        diffs = _diff(previous, current) if previous is not None else []
-        out.changes.extend((*key, f, shown(b), shown(a), at) for f, b, a in diffs)
-        final = sentence(object_type, action, summary, previous or {}, current, diffs)
-        out.summaries.append((final, event_id, summary))
-        if not deleted:
-            _hold(object_type, current, intervals, at)
-        previous = current
-    _intervals(object_type, entity_id, intervals, out)
+    state = _Pass(versions[0][0], versions[0][1])
+    for version in versions:
+        state.step(version, out)
+    state.finish(out)
 
 
 def _hold(object_type: str, fields: dict[str, Any], intervals: _Intervals, at: str) -> None:
@@ -130,7 +164,14 @@ def _insert(conn: sqlite3.Connection, out: Derived) -> None:
     conn.executemany(f"INSERT INTO {BANS} VALUES (?, ?, ?)", out.bans)
 
 
-_UPDATE_SUMMARY = f"UPDATE {TIMELINE} SET summary = ?1 WHERE event_id = ?2 AND summary IS NOT ?1"
+_SUMMARIES = "temp.new_summaries"
+_UPDATE_SUMMARIES = (
+    f"CREATE TABLE IF NOT EXISTS {_SUMMARIES} (event_id TEXT PRIMARY KEY, summary TEXT)",
+    f"INSERT OR REPLACE INTO {_SUMMARIES} VALUES (?2, ?1)",
+    f"UPDATE {TIMELINE} SET summary = n.summary FROM {_SUMMARIES} AS n "
+    f"WHERE {TIMELINE}.event_id = n.event_id AND {TIMELINE}.summary IS NOT n.summary",
+    f"DELETE FROM {_SUMMARIES}",
+)
 
 
 def insert_versions(conn: sqlite3.Connection, rows: Iterable[VersionRow]) -> None:
@@ -156,7 +197,106 @@ def rederive(conn: sqlite3.Connection, entities: Iterable[tuple[str, str]]) -> N
         if versions:
             entity_pass(versions, out)
     _insert(conn, out)
-    conn.executemany(_UPDATE_SUMMARY, [(final, e) for final, e, _ in out.summaries])
+    _update_summaries(conn, [(final, e) for final, e, _ in out.summaries])
+
+
+def derive_added(conn: sqlite3.Connection, added: Sequence[VersionRow]) -> dict[str, str]:
+    """Add the history of the new versions ``added`` (before they are stored): only the rows
+    that they change are written. Returns the final sentence of each of them that differs
+    from its own, by ``event_id``, for its timeline row (the projector, for each batch).
+
+    What is stored is what the entity's stored versions derive, so deriving those again and
+    then those plus ``added`` tells which rows change: in log order, the new version's rows
+    and the interval it closes, never the entity's whole history again."""
+    by_entity: dict[tuple[str, str], list[VersionRow]] = {}
+    for row in added:
+        by_entity.setdefault((row[0], row[1]), []).append(row)
+    old, new = Derived([], [], [], []), Derived([], [], [], [])
+    for entity in sorted(by_entity):
+        mine = sorted(by_entity[entity], key=_version_key)
+        stored = _stored_versions(conn, entity, {row[4] for row in mine})
+        _continue_pass(entity, stored, mine, old, new)
+    _write_differences(conn, old, new)
+    own = {row[4] for row in added}
+    before = {event_id: final for final, event_id, _ in old.summaries}
+    _update_summaries(conn, [(final, e) for final, e, _ in new.summaries
+                             if e not in own and before.get(e) != final])  # fmt: skip
+    return {e: final for final, e, mine in new.summaries if e in own and final != mine}
+
+
+def _continue_pass(
+    entity: tuple[str, str],
+    stored: list[VersionRow],
+    mine: list[VersionRow],
+    old: Derived,
+    new: Derived,
+) -> None:
+    """Derive ``entity`` from its ``stored`` versions into ``old`` and from those and
+    ``mine`` into ``new``, both in version order, but for what the versions before the first
+    of ``mine`` derive (the same either way), which is left out of both but for intervals."""
+    split = bisect_left(stored, _version_key(mine[0]), key=_version_key)
+    state = _Pass(*entity)
+    for version in stored[:split]:
+        state.step(version, None)
+    rest = stored[split:]
+    if rest:
+        before = state.copy()
+        for version in rest:
+            before.step(version, old)
+        before.finish(old)
+    elif split:
+        state.copy().finish(old)
+    for version in sorted(rest + mine, key=_version_key):
+        state.step(version, new)
+    state.finish(new)
+
+
+def _version_key(row: VersionRow) -> tuple[int, int, str]:
+    return row[2], row[3], row[4]
+
+
+def _stored_versions(
+    conn: sqlite3.Connection, entity: tuple[str, str], replaced: set[str]
+) -> list[VersionRow]:
+    """The versions stored for ``entity``, in version order, but those of ``replaced``."""
+    rows = conn.execute(f"{_SELECT} WHERE object_type = ? AND entity_id = ?{_ORDER}", entity)
+    return [row for row in rows if row[4] not in replaced]
+
+
+_DELETE = {
+    CHANGES: "entity_id = ? AND object_type = ? AND version_ms = ? AND version_rank = ? "
+    "AND event_id = ? AND field = ?",
+    ROLES: "membership_id = ? AND valid_from = ?",
+    BANS: "user_id = ? AND valid_from = ?",
+}
+_KEY_WIDTH = {CHANGES: 6, ROLES: 2, BANS: 2}
+
+
+def _write_differences(conn: sqlite3.Connection, old: Derived, new: Derived) -> None:
+    """Delete the rows of ``old`` that ``new`` does not have, and insert those it adds."""
+    pairs = ((CHANGES, old.changes, new.changes), (ROLES, old.roles, new.roles),
+             (BANS, old.bans, new.bans))  # fmt: skip
+    for table, before, after in pairs:
+        width = _KEY_WIDTH[table]
+        gone = set(before).difference(after)
+        conn.executemany(
+            f"DELETE FROM {table} WHERE {_DELETE[table]}",
+            sorted(row[:width] for row in gone),
+        )
+        fresh = sorted(set(after).difference(before), key=lambda row: row[:width])
+        if fresh:
+            conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(fresh[0]))})",
+                             fresh)  # fmt: skip
+
+
+def _update_summaries(conn: sqlite3.Connection, summaries: list[tuple[str, str]]) -> None:
+    """Set the timeline sentences ``(summary, event_id)`` that differ, in one statement (one
+    by one, each was a statement and a segment of the full-text index)."""
+    create, stage, update, clear = _UPDATE_SUMMARIES
+    conn.execute(create)
+    conn.executemany(stage, summaries)
+    conn.execute(update)
+    conn.execute(clear)
 
 
 def _entities(rows: Iterator[VersionRow]) -> Iterator[list[VersionRow]]:

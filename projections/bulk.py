@@ -281,6 +281,17 @@ def _entities(
         record_failures(conn, failures)
 
 
+def _finish(conn: sqlite3.Connection, upto: int) -> None:
+    """Indexes, history, search index and checkpoint, in one transaction: in autocommit each
+    row that ``derive_all`` inserts would commit by itself, writing its pages out again."""
+    conn.execute("BEGIN")
+    create_indexes(conn)
+    derive_all(conn)
+    create_search(conn)
+    set_checkpoint(conn, upto)
+    conn.execute("COMMIT")
+
+
 def build(
     log_path: Path,
     file: Path,
@@ -306,10 +317,7 @@ def build(
                 winners.merge(tables)
             _entities(conn, run, log, file, _batches(winners.ordered(), ENTITY_BATCH))
             del winners
-        create_indexes(conn)
-        derive_all(conn)
-        create_search(conn)
-        set_checkpoint(conn, upto)
+        _finish(conn, upto)
         conn.execute("PRAGMA locking_mode = NORMAL")
         conn.execute("PRAGMA journal_mode = WAL")
     finally:

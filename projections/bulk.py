@@ -4,16 +4,20 @@ Nobody reads the file until it is published (``projections.files``), so it is wr
 journal and no syncs, and indexed after the load.
 
 1. The log up to ``upto`` is folded chunk by chunk (:func:`fold_part`), in worker processes for
-   a large log (``projections.workers``). A worker writes each chunk's timeline rows into a
-   small *part file* of its own, and reduces the chunk's claims into its own winners per
-   entity (``projections.winners``), kept across its chunks. The rebuilding process copies
-   each part file into the new file as it is done, in log order (``INSERT ... SELECT``: rows
-   cross between processes as SQLite pages, never pickled), then deletes it.
+   a large log (``projections.workers``). A worker writes each chunk's timeline and version
+   rows into a small *part file* of its own, and reduces the chunk's claims into its own
+   winners per entity (``projections.winners``), kept across its chunks. A claim that is its
+   worker's best so far is a *candidate*: its entity row is made from the event already
+   parsed and written into the part file too (the chunk's last candidate per entity). The
+   rebuilding process copies each part file as it is done, in log order (``INSERT ...
+   SELECT``: rows cross between processes as SQLite pages, never pickled), the timeline and
+   versions into the new file, the candidates into a *stage* file, then deletes it.
 2. Every worker hands over its winners (:func:`take_winners`) and this process merges them.
-3. The winning events are read back, in (table, id) order, in batches; a worker writes each
-   batch's entity rows into a part file (:func:`entity_part`), copied in order like the
-   timeline's, so each table's primary key is appended to, never inserted into at random.
-4. The indexes are made, sorting with helper threads.
+   The global winner of an entity was a candidate of its worker, so its row is in the stage
+   file: the winners' rows are copied from there in (table, id) order, so each table's
+   primary key is appended to, never inserted into at random, with the entity's deletion
+   over all its claims. No event is read or parsed twice.
+3. The indexes are made, sorting with helper threads.
 
 Part files are named after the new file (``<file>.part-...``) and deleted with it
 (:func:`remove_parts`).
@@ -22,16 +26,20 @@ Part files are named after the new file (``<file>.part-...``) and deleted with i
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from eventstore.db import connect
-from projections.entities import SPECS
+from projections.entities import COMMON_COLUMNS, SPECS
 from projections.failures import Failure, failure, record_failures
 from projections.fold import (
+    Claim,
+    EntityRow,
+    LoggedEvent,
     TimelineRow,
     VersionRow,
     claim,
@@ -44,12 +52,11 @@ from projections.history import VERSIONS, derive_all
 from projections.schema import (
     TIMELINE,
     TIMELINE_COLUMNS,
-    entity_table_ddl,
     table_ddl,
     timeline_ddl,
 )
 from projections.tables import create_indexes, create_search, create_tables, set_checkpoint
-from projections.winners import Entry, Winner, Winners
+from projections.winners import Entry, Winners
 from projections.workers import Pool, job_connection, worker_pool, workers_for
 
 Progress = Callable[[int], None]
@@ -57,8 +64,6 @@ Progress = Callable[[int], None]
 
 SCAN_BATCH = 20_000
 """Events per chunk (a part file each)."""
-ENTITY_BATCH = 5_000
-"""Winners per batch of entity rows (a part file each)."""
 FETCH_BATCH = 1_000
 """Events a worker reads (and holds parsed) at a time."""
 SORT_THREADS = 4
@@ -70,7 +75,12 @@ _INSERT_TIMELINE = (
     f"VALUES ({', '.join('?' * len(TIMELINE_COLUMNS))})"
 )
 _SUMMARY = TIMELINE_COLUMNS.index("summary")
+Folded = tuple[int, list[str], list[Failure], list[Failure]]
+"""What :func:`fold_part` returns."""
 _INSERT_VERSION = f"INSERT INTO {VERSIONS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_CANDIDATE = "c_"
+"""The prefix of candidate entity tables (in part files and the stage file)."""
+_STAGE = "stage"
 _winners: dict[str, Winners] = {}
 """(In a worker, or this process without workers.) The claims reduced so far, per new file."""
 
@@ -115,8 +125,29 @@ def _part_connection(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _reduce(key: str, timeline: list[TimelineRow], versions: list[VersionRow],
-            rows: list[tuple[int, str, bytes]], failures: list[Failure],
+@dataclass(slots=True)
+class _Chunk:
+    """What folding one chunk of the log makes, before it is written to its part file."""
+
+    timeline: list[TimelineRow] = field(default_factory=list)
+    versions: list[VersionRow] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    candidates: dict[tuple[str, str], tuple[int, EntityRow | None]] = field(default_factory=dict)
+    """Per ``(table, entity id)``, the chunk's last claim that was its worker's best so far
+    (the entity's winner, if any claim of this chunk is): its position and entity row."""
+    unmade: list[Failure] = field(default_factory=list)
+    """Candidates whose entity row could not be made (a failure if one wins)."""
+
+    def candidate(self, found: Claim, event: LoggedEvent) -> None:
+        try:
+            row: EntityRow | None = entity_row(found, event)
+        except Exception as error:
+            self.unmade.append(failure(event.position, event.event_id, error))
+            row = None
+        self.candidates[(found.spec.table, found.entity_id)] = (event.position, row)
+
+
+def _reduce(key: str, out: _Chunk, rows: list[tuple[int, str, bytes]],
             instance: str | None) -> None:  # fmt: skip
     winners = _winners.setdefault(key, Winners())
     add = winners.add
@@ -129,41 +160,66 @@ def _reduce(key: str, timeline: list[TimelineRow], versions: list[VersionRow],
             found = claim(event)
             version = version_row(found, event, row[_SUMMARY]) if found is not None else None
         except Exception as error:
-            failures.append(failure(position, event_id, error))
+            out.failures.append(failure(position, event_id, error))
             continue
-        timeline.append(row)
+        out.timeline.append(row)
         if version is not None:
-            versions.append(version)
-        if found is not None:
-            add(found.spec.table, found.entity_id, found.key, position, found.is_delete,
-                found.deleted_at)  # fmt: skip
+            out.versions.append(version)
+        if found is not None and add(found.spec.table, found.entity_id, found.key, position,
+                                     found.is_delete, found.deleted_at):  # fmt: skip
+            out.candidate(found, event)
+
+
+def _candidate_ddl(table: str, schema: str = "") -> str:
+    """A table of candidate entity rows: the entity table's columns after their event's
+    position (untyped: the entity table gives them their affinity when they are copied)."""
+    spec = _SPECS[table]
+    names = ", ".join(("id", *spec.column_names, *COMMON_COLUMNS))
+    return f"CREATE TABLE {schema}{_CANDIDATE}{table} (position INTEGER PRIMARY KEY, {names})"
+
+
+def _write_candidates(out: sqlite3.Connection, chunk: _Chunk) -> list[str]:
+    """Write the chunk's candidate rows into ``out``, in position order; returns their
+    tables."""
+    tables: dict[str, list[tuple[Any, ...]]] = {}
+    for (table, _), (position, row) in chunk.candidates.items():
+        if row is not None:
+            tables.setdefault(table, []).append((position, *row))
+    for table, rows in tables.items():
+        rows.sort()
+        out.execute(_candidate_ddl(table))
+        marks = ", ".join("?" * len(rows[0]))
+        out.executemany(f"INSERT INTO {_CANDIDATE}{table} VALUES ({marks})", rows)
+    return [_CANDIDATE + table for table in tables]
 
 
 def fold_part(
     log: str, file: str, part: str, after: int, upto: int, instance: str | None = None
-) -> tuple[int, list[Failure]]:
-    """(Run by a worker.) Fold the events in ``(after, upto]``: their timeline rows into the
-    part file ``part``, their claims into this process's winners for ``file``. Returns how many
-    events it read and those that could not be folded."""
-    count = 0
-    failures: list[Failure] = []
+) -> Folded:
+    """(Run by a worker.) Fold the events in ``(after, upto]``: their timeline and version rows
+    and their candidate entity rows into the part file ``part``, their claims into this
+    process's winners for ``file``. Returns how many events it read, the tables of the part
+    file, those events that could not be folded and the candidates whose row could not be
+    made."""
+    chunk = _Chunk()
     source = job_connection(log)
     out = _part_connection(Path(part))
+    count = 0
     try:
         out.execute(timeline_ddl(TIMELINE))
         out.execute(table_ddl(VERSIONS, VERSIONS))
         for rows in scan(source, after, upto):
-            timeline: list[TimelineRow] = []
-            versions: list[VersionRow] = []
-            _reduce(file, timeline, versions, rows, failures, instance)
-            out.executemany(_INSERT_TIMELINE, timeline)
-            out.executemany(_INSERT_VERSION, versions)
+            _reduce(file, chunk, rows, instance)
+            out.executemany(_INSERT_TIMELINE, chunk.timeline)
+            out.executemany(_INSERT_VERSION, chunk.versions)
+            chunk.timeline, chunk.versions = [], []
             count += len(rows)
+        tables = [TIMELINE, VERSIONS, *_write_candidates(out, chunk)]
         out.execute("COMMIT")
     finally:
         out.close()
         source.close()
-    return count, failures
+    return count, tables, chunk.failures, chunk.unmade
 
 
 def take_winners(file: str) -> dict[str, dict[str, Entry]]:
@@ -172,69 +228,17 @@ def take_winners(file: str) -> dict[str, dict[str, Entry]]:
     return winners.tables if winners is not None else {}
 
 
-def entity_part(log: str, part: str, winners: Sequence[Winner]) -> tuple[list[str], list[Failure]]:
-    """(Run by a worker.) The entity row of each winner, written in the order given into the
-    part file ``part``; returns the tables written and the winners whose row could not be
-    made."""
-    source = job_connection(log)
-    out = _part_connection(Path(part))
-    failures: list[Failure] = []
-    tables: list[str] = []
-    try:
-        for offset in range(0, len(winners), FETCH_BATCH):
-            chunk = winners[offset : offset + FETCH_BATCH]
-            positions = sorted(winner[2] for winner in chunk)
-            marks = ", ".join("?" * len(positions))
-            sql = f"SELECT position, event_id, body FROM events WHERE position IN ({marks})"
-            events = {row[0]: row for row in source.execute(sql, positions).fetchall()}
-            rows: list[tuple[object, ...]] = []
-            table = None
-            for name, _, position, deleted, deleted_at in chunk:
-                if name != table:
-                    _flush(out, table, rows, tables)
-                    table, rows = name, []
-                try:  # a winner's event belongs to the configured instance: it made a claim
-                    event = parse_logged(*events[position])
-                    found = claim(event) if event is not None else None
-                    if event is not None and found is not None:
-                        rows.append(entity_row(found, event, (deleted, deleted_at)))
-                except Exception as error:
-                    failures.append(failure(position, events[position][1], error))
-            _flush(out, table, rows, tables)
-        out.execute("COMMIT")
-    finally:
-        out.close()
-        source.close()
-    return tables, failures
-
-
-def _flush(out: sqlite3.Connection, table: str | None, rows: list[tuple[object, ...]],
-           tables: list[str]) -> None:  # fmt: skip
-    if table is None:
-        return
-    if table not in tables:
-        out.execute(entity_table_ddl(_SPECS[table], table))
-        tables.append(table)
-    marks = ", ".join("?" * (len(rows[0]) if rows else 0))
-    if rows:
-        out.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
-
-
 def _copy(conn: sqlite3.Connection, part: Path, tables: Sequence[str]) -> None:
-    """Append the rows of ``tables`` in the part file ``part`` to the same tables here, then
-    delete the part file."""
+    """Append the rows of ``tables`` in the part file ``part`` to the same tables here (the
+    candidates' to the stage file's), then delete the part file."""
     conn.execute("ATTACH DATABASE ? AS part", (str(part),))
     try:
         for table in tables:
-            conn.execute(f"INSERT INTO main.{table} SELECT * FROM part.{table}")
+            schema = _STAGE if table.startswith(_CANDIDATE) else "main"
+            conn.execute(f"INSERT INTO {schema}.{table} SELECT * FROM part.{table}")
     finally:
         conn.execute("DETACH DATABASE part")
     os.unlink(part)
-
-
-def _batches(items: Iterator[Winner], size: int) -> Iterator[list[Winner]]:
-    while batch := list(itertools.islice(items, size)):
-        yield batch
 
 
 def _chunks(upto: int) -> Iterator[tuple[int, int]]:
@@ -256,29 +260,60 @@ def bulk_connection(file: Path) -> sqlite3.Connection:
 def _timeline(
     conn: sqlite3.Connection, run: Pool, log: str, file: Path, upto: int,
     progress: Progress | None, instance: str | None,
-) -> int:  # fmt: skip
-    """Fold the log into timeline part files, copying each into ``conn`` in log order."""
+) -> tuple[int, dict[int, Failure]]:  # fmt: skip
+    """Fold the log into part files, copying each into ``conn`` in log order; returns the
+    events read and the candidates whose entity row could not be made, by position."""
     parts = [(after, last, part_path(file, f"t{after}")) for after, last in _chunks(upto)]
     jobs = [(log, str(file), str(part), after, last, instance) for after, last, part in parts]
-    count = 0
-    for (_, _, part), (folded, failures) in zip(parts, run(fold_part, jobs), strict=True):
-        _copy(conn, part, (TIMELINE, VERSIONS))
+    count, unmade = 0, dict[int, Failure]()
+    for (_, _, part), (folded, tables, failures, bad) in zip(
+        parts, run(fold_part, jobs), strict=True
+    ):
+        _copy(conn, part, tables)
         record_failures(conn, failures)
+        unmade.update((f[0], f) for f in bad)
         count += folded
         if progress is not None:
             progress(folded)
-    return count
+    return count, unmade
 
 
-def _entities(
-    conn: sqlite3.Connection, run: Pool, log: str, file: Path, batches: Iterator[list[Winner]]
-) -> None:
-    """Write the winners' entity rows through part files, copied in (table, id) order."""
-    jobs = ((log, str(part_path(file, f"e{n}")), batch) for n, batch in enumerate(batches))
-    numbered = enumerate(run(entity_part, jobs))
-    for n, (tables, failures) in numbered:
-        _copy(conn, part_path(file, f"e{n}"), tables)
-        record_failures(conn, failures)
+def _stage(conn: sqlite3.Connection, file: Path) -> None:
+    """Attach the stage file, which collects every part file's candidate entity rows."""
+    conn.execute("ATTACH DATABASE ? AS stage", (str(part_path(file, _STAGE)),))
+    for pragma in ("page_size = 65536", "journal_mode = OFF", "synchronous = OFF"):
+        conn.execute(f"PRAGMA {_STAGE}.{pragma}")
+    conn.execute("BEGIN")
+    for table in _SPECS:
+        conn.execute(_candidate_ddl(table, f"{_STAGE}."))
+    conn.execute("COMMIT")
+
+
+def _entity_select(table: str) -> str:
+    """The winners' rows of ``table``, from their candidates, in the order of ``temp.won``."""
+    spec = _SPECS[table]
+    columns = ("id", *spec.column_names, *COMMON_COLUMNS)
+    chosen = ", ".join(f"w.{c}" if c in ("deleted", "deleted_at") else f"c.{c}" for c in columns)
+    return (
+        f"INSERT INTO main.{table} SELECT {chosen} FROM temp.won AS w "
+        f"CROSS JOIN {_STAGE}.{_CANDIDATE}{table} AS c ON c.position = w.position "
+        "ORDER BY w.rowid"
+    )
+
+
+def _entities(conn: sqlite3.Connection, winners: Winners, unmade: dict[int, Failure]) -> None:
+    """Write each entity's winning row, from the stage file, in (table, id) order (appending
+    to the tables' primary keys), with its entity's deletion over all its claims."""
+    conn.execute("BEGIN")
+    conn.execute("CREATE TEMP TABLE won (position INTEGER, deleted INTEGER, deleted_at TEXT)")
+    for table, entries in sorted(winners.tables.items()):
+        won = [entries[entity_id][1:] for entity_id in sorted(entries)]
+        conn.executemany("INSERT INTO temp.won VALUES (?, ?, ?)", won)
+        conn.execute(_entity_select(table))
+        conn.execute("DELETE FROM temp.won")
+        record_failures(conn, [unmade[w[0]] for w in won if w[0] in unmade])
+    conn.execute("DROP TABLE temp.won")
+    conn.execute("COMMIT")
 
 
 def _finish(conn: sqlite3.Connection, upto: int) -> None:
@@ -310,13 +345,15 @@ def build(
         conn.execute("BEGIN")
         create_tables(conn, instance)
         conn.execute("COMMIT")
+        _stage(conn, file)
         with worker_pool(workers_for(upto, workers)) as run:
-            count = _timeline(conn, run, log, file, upto, progress, instance)
+            count, unmade = _timeline(conn, run, log, file, upto, progress, instance)
             winners = Winners()
             for tables in run.each(take_winners, key):
                 winners.merge(tables)
-            _entities(conn, run, log, file, _batches(winners.ordered(), ENTITY_BATCH))
-            del winners
+        _entities(conn, winners, unmade)
+        del winners
+        conn.execute(f"DETACH DATABASE {_STAGE}")
         _finish(conn, upto)
         conn.execute("PRAGMA locking_mode = NORMAL")
         conn.execute("PRAGMA journal_mode = WAL")

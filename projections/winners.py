@@ -46,13 +46,15 @@ class Winners:
     def add(
         self, table: str, entity_id: str, key: ClaimKey, position: int, is_delete: bool,
         deleted_at: str | None,
-    ) -> None:  # fmt: skip
+    ) -> bool:  # fmt: skip
+        """Add a claim; returns whether it is now its entity's best."""
         entries = self.tables.get(table)
         if entries is None:
             entries = self.tables[table] = {}
         new: Entry = (key, position, is_delete, deleted_at)
         old = entries.get(entity_id)
         entries[entity_id] = new if old is None else _combine(old, new)
+        return old is None or key > old[0]
 
     def merge(self, tables: dict[str, dict[str, Entry]]) -> None:
         """Add the entries another :class:`Winners` reduced (a worker's, for its part of the

@@ -78,7 +78,7 @@ def _generations(folder: Path) -> list[str]:
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Several part files per phase even for a small log."""
     monkeypatch.setattr(bulk, "SCAN_BATCH", 40)
-    monkeypatch.setattr(bulk, "ENTITY_BATCH", 15)
+    
 
 
 @pytest.mark.usefixtures("small_batches")
@@ -123,7 +123,7 @@ def test_an_error_midway_leaves_the_published_projections_and_no_file(
     def broken(*args: object) -> object:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(bulk, "entity_part", broken)
+    monkeypatch.setattr(bulk, "derive_all", broken)
     with pytest.raises(RuntimeError, match="injected"):
         rebuild(db_path, projections, workers=0)
     assert target(projections) == published

@@ -41,23 +41,28 @@ from projections.fold import (
     EntityRow,
     LoggedEvent,
     TimelineRow,
-    VersionRow,
     claim,
     entity_row,
     parse_logged,
     timeline_row,
     version_row,
 )
-from projections.history import VERSIONS, derive_all
+from projections.history import VERSIONS
 from projections.schema import (
+    HISTORY_DDL,
     HISTORY_ORDER,
+    INDEXES,
     TIMELINE,
     TIMELINE_COLUMNS,
+    VIEWS,
+    index_ddl,
     timeline_ddl,
+    view_ddl,
 )
-from projections.tables import create_indexes, create_search, create_tables, set_checkpoint
+from projections.shards import derive_part, merge_history, staged_versions
+from projections.tables import create_search, create_tables, set_checkpoint
 from projections.winners import Entry, Winners
-from projections.workers import Pool, job_connection, worker_pool, workers_for
+from projections.workers import Pool, job_connection, part_connection, worker_pool, workers_for
 
 Progress = Callable[[int], None]
 """Told how many more events were read."""
@@ -79,13 +84,8 @@ Folded = tuple[int, list[str], list[Failure], list[Failure]]
 """What :func:`fold_part` returns."""
 _STAGED_VERSIONS = f"v_{VERSIONS}"
 """Version rows as the workers make them (in log order), in part files and the stage file."""
-_INSERT_VERSION = f"INSERT INTO {_STAGED_VERSIONS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_VERSION_COLUMNS = HISTORY_ORDER[VERSIONS] + ", action, occurred_at, fields, summary"
-PART_PAGE_SIZE = 65_536
-PART_CACHE_KIB = 65_536
-"""A part file's pages and cache: a chunk's rows stay in memory until its one commit, written
-out in few large pages (measured: half the CPU of an insert with 4 KiB pages and the 2 MiB
-default cache)."""
+_VERSION_COLUMNS = f"{HISTORY_ORDER[VERSIONS]}, action, occurred_at, fields, summary"
+_INSERT_VERSION = f"INSERT INTO {_STAGED_VERSIONS} VALUES ({', '.join('?' * 10)})"
 _CANDIDATE = "c_"
 """The prefix of candidate entity tables (in part files and the stage file)."""
 _STAGE = "stage"
@@ -121,26 +121,13 @@ def remove_parts(file: Path) -> None:
                     found.unlink()
 
 
-def _part_connection(path: Path) -> sqlite3.Connection:
-    """A new part file: written once by one process, read once by another, then deleted."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute(f"PRAGMA page_size = {PART_PAGE_SIZE}")
-    conn.execute(f"PRAGMA cache_size = -{PART_CACHE_KIB}")
-    conn.execute("PRAGMA journal_mode = OFF")
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-    conn.execute("BEGIN")
-    return conn
-
-
 @dataclass(slots=True)
 class _Chunk:
     """What folding one chunk of the log makes, before it is written to its part file."""
 
     timeline: list[TimelineRow] = field(default_factory=list)
-    versions: list[VersionRow] = field(default_factory=list)
+    versions: list[tuple[Any, ...]] = field(default_factory=list)
+    """Version rows with their event's position (``projections.shards``)."""
     failures: list[Failure] = field(default_factory=list)
     candidates: dict[tuple[str, str], tuple[int, EntityRow | None]] = field(default_factory=dict)
     """Per ``(table, entity id)``, the chunk's last claim that was its worker's best so far
@@ -174,7 +161,7 @@ def _reduce(key: str, out: _Chunk, rows: list[tuple[int, str, bytes]],
             continue
         out.timeline.append(row)
         if version is not None:
-            out.versions.append(version)
+            out.versions.append((*version, position))
         if found is not None and add(found.spec.table, found.entity_id, found.key, position,
                                      found.is_delete, found.deleted_at):  # fmt: skip
             out.candidate(found, event)
@@ -213,11 +200,11 @@ def fold_part(
     made."""
     chunk = _Chunk()
     source = job_connection(log)
-    out = _part_connection(Path(part))
+    out = part_connection(Path(part))
     count = 0
     try:
         out.execute(timeline_ddl(TIMELINE))
-        out.execute(f"CREATE TABLE {_STAGED_VERSIONS} ({_VERSION_COLUMNS})")
+        out.execute(staged_versions("", _STAGED_VERSIONS))
         for rows in scan(source, after, upto):
             _reduce(file, chunk, rows, instance)
             out.executemany(_INSERT_TIMELINE, chunk.timeline)
@@ -296,7 +283,7 @@ def _stage(conn: sqlite3.Connection, file: Path) -> None:
     conn.execute("BEGIN")
     for table in _SPECS:
         conn.execute(_candidate_ddl(table, f"{_STAGE}."))
-    conn.execute(f"CREATE TABLE {_STAGE}.{_STAGED_VERSIONS} ({_VERSION_COLUMNS})")
+    conn.execute(staged_versions(f"{_STAGE}.", _STAGED_VERSIONS))
     conn.execute("COMMIT")
 
 
@@ -313,9 +300,8 @@ def _entity_select(table: str) -> str:
 
 
 def _entities(conn: sqlite3.Connection, winners: Winners, unmade: dict[int, Failure]) -> None:
-    """Write each entity's winning row, from the stage file, in (table, id) order, with its
-    entity's deletion over all its claims; then the version rows, sorted by their key. Both
-    append to their tables' primary keys, never insert at random."""
+    """Write each entity's winning row, from the stage file, in (table, id) order (appending
+    to the tables' primary keys), with its entity's deletion over all its claims."""
     conn.execute("BEGIN")
     conn.execute("CREATE TEMP TABLE won (position INTEGER, deleted INTEGER, deleted_at TEXT)")
     for table, entries in sorted(winners.tables.items()):
@@ -325,19 +311,45 @@ def _entities(conn: sqlite3.Connection, winners: Winners, unmade: dict[int, Fail
         conn.execute("DELETE FROM temp.won")
         record_failures(conn, [unmade[w[0]] for w in won if w[0] in unmade])
     conn.execute("DROP TABLE temp.won")
+    conn.execute("COMMIT")
+
+
+def _derive(run: Pool, file: Path) -> Callable[[], list[Path]]:
+    """Start deriving the history from the staged versions, a shard per worker; returns a
+    function that waits for the part files."""
+    shards = max(1, run.workers)
+    parts = [part_path(file, f"h{shard}") for shard in range(shards)]
+    stage = str(part_path(file, _STAGE))
+    jobs = [(stage, _STAGED_VERSIONS, str(p), n, shards) for n, p in enumerate(parts)]
+    wait = run.start(derive_part, jobs)
+    return lambda: [parts[n] for n, _ in enumerate(wait())]
+
+
+def _indexes(conn: sqlite3.Connection, history: bool) -> None:
+    """The indexes of the history tables, or of all the others."""
+    for index in INDEXES:
+        if (index.table in HISTORY_DDL) == history:
+            conn.execute(index_ddl(index))
+
+
+def _load(conn: sqlite3.Connection) -> None:
+    """The version rows, sorted by their key (appended to it, never inserted at random), then
+    the indexes of the timeline and the entity tables."""
+    conn.execute("BEGIN")
     conn.execute(
-        f"INSERT INTO main.{VERSIONS} SELECT * FROM {_STAGE}.{_STAGED_VERSIONS} "
+        f"INSERT INTO main.{VERSIONS} SELECT {_VERSION_COLUMNS} FROM {_STAGE}.{_STAGED_VERSIONS} "
         f"ORDER BY {HISTORY_ORDER[VERSIONS]}"
     )
+    _indexes(conn, history=False)
     conn.execute("COMMIT")
 
 
 def _finish(conn: sqlite3.Connection, upto: int) -> None:
-    """Indexes, history, search index and checkpoint, in one transaction: in autocommit each
-    row that ``derive_all`` inserts would commit by itself, writing its pages out again."""
+    """The history's indexes, the views, the search index and the checkpoint."""
     conn.execute("BEGIN")
-    create_indexes(conn)
-    derive_all(conn)
+    _indexes(conn, history=True)
+    for view in VIEWS:
+        conn.execute(view_ddl(view))
     create_search(conn)
     set_checkpoint(conn, upto)
     conn.execute("COMMIT")
@@ -367,9 +379,13 @@ def build(
             winners = Winners()
             for tables in run.each(take_winners, key):
                 winners.merge(tables)
-        _entities(conn, winners, unmade)
-        del winners
+            _entities(conn, winners, unmade)
+            del winners
+            derived = _derive(run, file)
+            _load(conn)
+            parts = derived()
         conn.execute(f"DETACH DATABASE {_STAGE}")
+        merge_history(conn, parts)
         _finish(conn, upto)
         conn.execute("PRAGMA locking_mode = NORMAL")
         conn.execute("PRAGMA journal_mode = WAL")

@@ -16,6 +16,7 @@ process costs more than they take.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sqlite3
@@ -38,6 +39,11 @@ IN_FLIGHT_PER_WORKER = 2
 POOL_MIN_EVENTS = 50_000
 """Below this, worker processes take longer to start than the rebuild takes without them."""
 BARRIER_TIMEOUT_S = 600.0
+PART_PAGE_SIZE = 65_536
+PART_CACHE_KIB = 65_536
+"""A part file's pages and cache: a chunk's rows stay in memory until its one commit, written
+out in few large pages (measured: half the CPU of an insert with 4 KiB pages and the 2 MiB
+default cache)."""
 
 _barrier: Any = None
 """(In a worker.) Holds every worker in :meth:`Pool.each` until each has taken its job."""
@@ -60,6 +66,20 @@ def job_connection(path: str) -> sqlite3.Connection:
     """A read-only connection of a job's own to the file at ``path`` (in a worker process, or
     this one)."""
     return open_reader(Path(path))
+
+
+def part_connection(path: Path) -> sqlite3.Connection:
+    """A new part file: written once by one process, read once by another, then deleted."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA page_size = {PART_PAGE_SIZE}")
+    conn.execute(f"PRAGMA cache_size = -{PART_CACHE_KIB}")
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+    conn.execute("BEGIN")
+    return conn
 
 
 def _start_worker(barrier: Any) -> None:
@@ -111,6 +131,15 @@ class Pool:
         finally:
             for future in pending:
                 future.cancel()
+
+    def start(self, fn: Callable[..., R], jobs: Iterable[tuple[Any, ...]]) -> Callable[[], list[R]]:
+        """Submit ``fn(*job)`` for every job now (without workers: run them now); returns
+        a function that waits for their results, in order."""
+        if self._executor is None:
+            results = [fn(*job) for job in jobs]
+            return lambda: results
+        futures = [self._executor.submit(fn, *job) for job in jobs]
+        return lambda: [_result(future) for future in futures]
 
     def each(self, fn: Callable[..., R], *args: Any) -> list[R]:
         """``fn(*args)`` once in every worker process (once here when there are none)."""

@@ -123,7 +123,7 @@ def test_an_error_midway_leaves_the_published_projections_and_no_file(
     def broken(*args: object) -> object:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(bulk, "derive_all", broken)
+    monkeypatch.setattr(bulk, "merge_history", broken)
     with pytest.raises(RuntimeError, match="injected"):
         rebuild(db_path, projections, workers=0)
     assert target(projections) == published

@@ -5,19 +5,19 @@ journal and no syncs, and indexed after the load.
 
 1. The log up to ``upto`` is folded chunk by chunk (:func:`fold_part`), in worker processes for
    a large log (``projections.workers``). A worker writes each chunk's timeline and version
-   rows into a small *part file* of its own, and reduces the chunk's claims into its own
-   winners per entity (``projections.winners``), kept across its chunks. A claim that is its
-   worker's best so far is a *candidate*: its entity row is made from the event already
-   parsed and written into the part file too (the chunk's last candidate per entity). The
-   rebuilding process copies each part file as it is done, in log order (``INSERT ...
-   SELECT``: rows cross between processes as SQLite pages, never pickled), the timeline and
-   versions into the new file, the candidates into a *stage* file, then deletes it.
-2. Every worker hands over its winners (:func:`take_winners`) and this process merges them.
-   The global winner of an entity was a candidate of its worker, so its row is in the stage
-   file: the winners' rows are copied from there in (table, id) order, so each table's
-   primary key is appended to, never inserted into at random, with the entity's deletion
-   over all its claims. No event is read or parsed twice.
-3. The indexes are made, sorting with helper threads.
+   rows into a small *part file* of its own, with the chunk's best claim per entity (its
+   *candidate*, with the entity row it would write, made from the event already parsed) and
+   every claim that deletes an entity. The rebuilding process copies each part file as it is
+   done, in log order (``INSERT ... SELECT``: rows cross between processes as SQLite pages,
+   never pickled), the timeline into the new file and the rest into a *stage* file, then
+   deletes it.
+2. Each entity's winner is its best candidate (``projections.winners``), deleted if any of its
+   claims deletes it; the winners' rows are copied from the stage file in (table, id) order,
+   so each table's primary key is appended to, never inserted into at random. No event is
+   read or parsed twice, and no process holds a record per entity.
+3. While the workers derive the history from the staged versions (``projections.shards``),
+   the versions are sorted into their table and the other indexes made; then the history is
+   merged, and the search index made.
 
 Part files are named after the new file (``<file>.part-...``) and deleted with it
 (:func:`remove_parts`).
@@ -38,6 +38,7 @@ from projections.entities import COMMON_COLUMNS, SPECS
 from projections.failures import Failure, failure, record_failures
 from projections.fold import (
     Claim,
+    ClaimKey,
     EntityRow,
     LoggedEvent,
     TimelineRow,
@@ -61,7 +62,7 @@ from projections.schema import (
 )
 from projections.shards import derive_part, merge_history, staged_versions
 from projections.tables import create_search, create_tables, set_checkpoint
-from projections.winners import Entry, Winners
+from projections.winners import winners
 from projections.workers import Pool, job_connection, part_connection, worker_pool, workers_for
 
 Progress = Callable[[int], None]
@@ -89,8 +90,8 @@ _INSERT_VERSION = f"INSERT INTO {_STAGED_VERSIONS} VALUES ({', '.join('?' * 10)}
 _CANDIDATE = "c_"
 """The prefix of candidate entity tables (in part files and the stage file)."""
 _STAGE = "stage"
-_winners: dict[str, Winners] = {}
-"""(In a worker, or this process without workers.) The claims reduced so far, per new file."""
+_DELETES = "deletes"
+"""In part files and the stage file: ``(table, entity id, deleted_at)`` of each delete."""
 
 
 def scan(
@@ -129,25 +130,38 @@ class _Chunk:
     versions: list[tuple[Any, ...]] = field(default_factory=list)
     """Version rows with their event's position (``projections.shards``)."""
     failures: list[Failure] = field(default_factory=list)
-    candidates: dict[tuple[str, str], tuple[int, EntityRow | None]] = field(default_factory=dict)
-    """Per ``(table, entity id)``, the chunk's last claim that was its worker's best so far
-    (the entity's winner, if any claim of this chunk is): its position and entity row."""
+    best: dict[tuple[str, str], tuple[ClaimKey, tuple[Any, ...]]] = field(default_factory=dict)
+    """Per ``(table, entity id)``, the chunk's best claim (its candidate): its key, and its
+    event's position, ``full`` and entity row, as written into the part file."""
+    deletes: list[tuple[str, str, str | None]] = field(default_factory=list)
+    """``(table, entity id, deleted_at)`` of every claim that deletes its entity."""
     unmade: list[Failure] = field(default_factory=list)
     """Candidates whose entity row could not be made (a failure if one wins)."""
 
-    def candidate(self, found: Claim, event: LoggedEvent) -> None:
+    def offer(self, found: Claim, event: LoggedEvent) -> None:
+        """Keep ``found`` if it is its entity's best claim in the chunk so far."""
+        entity = (found.spec.table, found.entity_id)
+        if found.is_delete:
+            self.deletes.append((*entity, found.deleted_at))
+        best = self.best.get(entity)
+        if best is not None and best[0] > found.key:
+            return
         try:
-            row: EntityRow | None = entity_row(found, event)
+            row = entity_row(found, event)
         except Exception as error:
             self.unmade.append(failure(event.position, event.event_id, error))
-            row = None
-        self.candidates[(found.spec.table, found.entity_id)] = (event.position, row)
+            row = _unmade_row(found)
+        self.best[entity] = (found.key, (event.position, found.key[0], *row))
 
 
-def _reduce(key: str, out: _Chunk, rows: list[tuple[int, str, bytes]],
-            instance: str | None) -> None:  # fmt: skip
-    winners = _winners.setdefault(key, Winners())
-    add = winners.add
+def _unmade_row(found: Claim) -> EntityRow:
+    """A candidate's row when its entity row could not be made: its id and key only."""
+    _, version, rank, event_id = found.key
+    empty = [None] * (len(found.spec.columns) + len(COMMON_COLUMNS) - 3)
+    return (found.entity_id, *empty, event_id, version, rank)
+
+
+def _reduce(out: _Chunk, rows: list[tuple[int, str, bytes]], instance: str | None) -> None:
     for position, event_id, body in rows:
         try:
             event = parse_logged(position, event_id, body, instance=instance)
@@ -162,42 +176,39 @@ def _reduce(key: str, out: _Chunk, rows: list[tuple[int, str, bytes]],
         out.timeline.append(row)
         if version is not None:
             out.versions.append((*version, position))
-        if found is not None and add(found.spec.table, found.entity_id, found.key, position,
-                                     found.is_delete, found.deleted_at):  # fmt: skip
-            out.candidate(found, event)
+        if found is not None:
+            out.offer(found, event)
 
 
 def _candidate_ddl(table: str, schema: str = "") -> str:
-    """A table of candidate entity rows: the entity table's columns after their event's
-    position (untyped: the entity table gives them their affinity when they are copied)."""
+    """A table of candidate entity rows: their event's position, whether the claim is full,
+    then the entity table's columns (untyped: the entity table gives them their affinity when
+    they are copied)."""
     spec = _SPECS[table]
     names = ", ".join(("id", *spec.column_names, *COMMON_COLUMNS))
-    return f"CREATE TABLE {schema}{_CANDIDATE}{table} (position INTEGER PRIMARY KEY, {names})"
+    return f"CREATE TABLE {schema}{_CANDIDATE}{table} (position INTEGER PRIMARY KEY, full, {names})"
 
 
 def _write_candidates(out: sqlite3.Connection, chunk: _Chunk) -> list[str]:
-    """Write the chunk's candidate rows into ``out``, in position order; returns their
-    tables."""
+    """Write the chunk's candidates and deletes into ``out``; returns their tables."""
     tables: dict[str, list[tuple[Any, ...]]] = {}
-    for (table, _), (position, row) in chunk.candidates.items():
-        if row is not None:
-            tables.setdefault(table, []).append((position, *row))
+    for (table, _), (_, row) in chunk.best.items():
+        tables.setdefault(table, []).append(row)
     for table, rows in tables.items():
         rows.sort()
         out.execute(_candidate_ddl(table))
         marks = ", ".join("?" * len(rows[0]))
         out.executemany(f"INSERT INTO {_CANDIDATE}{table} VALUES ({marks})", rows)
-    return [_CANDIDATE + table for table in tables]
+    out.execute(f"CREATE TABLE {_DELETES} (entity, id, deleted_at)")
+    out.executemany(f"INSERT INTO {_DELETES} VALUES (?, ?, ?)", chunk.deletes)
+    return [*(_CANDIDATE + table for table in tables), _DELETES]
 
 
-def fold_part(
-    log: str, file: str, part: str, after: int, upto: int, instance: str | None = None
-) -> Folded:
-    """(Run by a worker.) Fold the events in ``(after, upto]``: their timeline and version rows
-    and their candidate entity rows into the part file ``part``, their claims into this
-    process's winners for ``file``. Returns how many events it read, the tables of the part
-    file, those events that could not be folded and the candidates whose row could not be
-    made."""
+def fold_part(log: str, part: str, after: int, upto: int, instance: str | None = None) -> Folded:
+    """(Run by a worker.) Fold the events in ``(after, upto]`` into the part file ``part``:
+    their timeline and version rows, the chunk's candidate entity rows and its deletes.
+    Returns how many events it read, the tables of the part file, those events that could
+    not be folded and the candidates whose row could not be made."""
     chunk = _Chunk()
     source = job_connection(log)
     out = part_connection(Path(part))
@@ -206,7 +217,7 @@ def fold_part(
         out.execute(timeline_ddl(TIMELINE))
         out.execute(staged_versions("", _STAGED_VERSIONS))
         for rows in scan(source, after, upto):
-            _reduce(file, chunk, rows, instance)
+            _reduce(chunk, rows, instance)
             out.executemany(_INSERT_TIMELINE, chunk.timeline)
             out.executemany(_INSERT_VERSION, chunk.versions)
             chunk.timeline, chunk.versions = [], []
@@ -217,12 +228,6 @@ def fold_part(
         out.close()
         source.close()
     return count, tables, chunk.failures, chunk.unmade
-
-
-def take_winners(file: str) -> dict[str, dict[str, Entry]]:
-    """(Run in every worker.) This process's winners for ``file``, handed over and forgotten."""
-    winners = _winners.pop(file, None)
-    return winners.tables if winners is not None else {}
 
 
 def _copy(conn: sqlite3.Connection, part: Path, tables: Sequence[str]) -> None:
@@ -261,7 +266,7 @@ def _timeline(
     """Fold the log into part files, copying each into ``conn`` in log order; returns the
     events read and the candidates whose entity row could not be made, by position."""
     parts = [(after, last, part_path(file, f"t{after}")) for after, last in _chunks(upto)]
-    jobs = [(log, str(file), str(part), after, last, instance) for after, last, part in parts]
+    jobs = [(log, str(part), after, last, instance) for after, last, part in parts]
     count, unmade = 0, dict[int, Failure]()
     for (_, _, part), (folded, tables, failures, bad) in zip(
         parts, run(fold_part, jobs), strict=True
@@ -284,6 +289,7 @@ def _stage(conn: sqlite3.Connection, file: Path) -> None:
     for table in _SPECS:
         conn.execute(_candidate_ddl(table, f"{_STAGE}."))
     conn.execute(staged_versions(f"{_STAGE}.", _STAGED_VERSIONS))
+    conn.execute(f"CREATE TABLE {_STAGE}.{_DELETES} (entity, id, deleted_at)")
     conn.execute("COMMIT")
 
 
@@ -299,19 +305,30 @@ def _entity_select(table: str) -> str:
     )
 
 
-def _entities(conn: sqlite3.Connection, winners: Winners, unmade: dict[int, Failure]) -> None:
-    """Write each entity's winning row, from the stage file, in (table, id) order (appending
-    to the tables' primary keys), with its entity's deletion over all its claims."""
+def _entities(conn: sqlite3.Connection, unmade: dict[int, Failure]) -> None:
+    """Write each entity's winning row (``projections.winners``), from the stage file, in
+    (table, id) order (appending to the tables' primary keys)."""
     conn.execute("BEGIN")
     conn.execute("CREATE TEMP TABLE won (position INTEGER, deleted INTEGER, deleted_at TEXT)")
-    for table, entries in sorted(winners.tables.items()):
-        won = [entries[entity_id][1:] for entity_id in sorted(entries)]
-        conn.executemany("INSERT INTO temp.won VALUES (?, ?, ?)", won)
+    for table in sorted(_SPECS):
+        candidates = conn.execute(
+            "SELECT id, full, version_ms, version_rank, event_id, position "
+            f"FROM {_STAGE}.{_CANDIDATE}{table} ORDER BY id"
+        )
+        won = list(winners(candidates, _deletes(conn, table)))
+        record_failures(conn, [unmade[w[0]] for w in won if w[0] in unmade])
+        conn.executemany("INSERT INTO temp.won VALUES (?, ?, ?)",
+                         [w for w in won if w[0] not in unmade])  # fmt: skip
         conn.execute(_entity_select(table))
         conn.execute("DELETE FROM temp.won")
-        record_failures(conn, [unmade[w[0]] for w in won if w[0] in unmade])
     conn.execute("DROP TABLE temp.won")
     conn.execute("COMMIT")
+
+
+def _deletes(conn: sqlite3.Connection, table: str) -> dict[str, str | None]:
+    """The earliest delete time of each deleted entity of ``table``."""
+    sql = f"SELECT id, min(deleted_at) FROM {_STAGE}.{_DELETES} WHERE entity = ? GROUP BY id"
+    return dict(conn.execute(sql, (table,)).fetchall())
 
 
 def _derive(run: Pool, file: Path) -> Callable[[], list[Path]]:
@@ -368,7 +385,7 @@ def build(
     and fold (None: one per core for a large log, none for a small one)."""
     remove_parts(file)
     conn = bulk_connection(file)
-    log, key = str(log_path), str(file)
+    log = str(log_path)
     try:
         conn.execute("BEGIN")
         create_tables(conn, instance)
@@ -376,11 +393,7 @@ def build(
         _stage(conn, file)
         with worker_pool(workers_for(upto, workers)) as run:
             count, unmade = _timeline(conn, run, log, file, upto, progress, instance)
-            winners = Winners()
-            for tables in run.each(take_winners, key):
-                winners.merge(tables)
-            _entities(conn, winners, unmade)
-            del winners
+            _entities(conn, unmade)
             derived = _derive(run, file)
             _load(conn)
             parts = derived()
@@ -391,6 +404,5 @@ def build(
         conn.execute("PRAGMA journal_mode = WAL")
     finally:
         conn.close()
-        _winners.pop(key, None)
         remove_parts(file)
     return count

@@ -72,8 +72,9 @@ SCAN_BATCH = 20_000
 """Events per chunk (a part file each)."""
 FETCH_BATCH = 1_000
 """Events a worker reads (and holds parsed) at a time."""
-SORT_THREADS = 4
-"""``PRAGMA threads`` for the index builds: SQLite's sorter merges on helper threads."""
+SORT_THREADS = 1
+"""``PRAGMA threads`` for the index builds and sorts: one helper thread, for the second core
+(each sorter thread may hold up to the cache size in memory)."""
 
 _SPECS = {spec.table: spec for spec in SPECS}
 _INSERT_TIMELINE = (

@@ -77,9 +77,8 @@ def _generations(folder: Path) -> list[str]:
 
 @pytest.fixture
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Several part files per phase even for a small log."""
+    """Several part files even for a small log."""
     monkeypatch.setattr(bulk, "SCAN_BATCH", 40)
-    
 
 
 @pytest.mark.usefixtures("small_batches")

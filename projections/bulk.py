@@ -4,16 +4,20 @@ Nobody reads the file until it is published (``projections.files``), so it is wr
 journal and no syncs, and indexed after the load.
 
 1. The log up to ``upto`` is folded chunk by chunk (:func:`fold_part`), in worker processes for
-   a large log (``projections.workers``). A worker writes each chunk's timeline rows into a
-   small *part file* of its own, and reduces the chunk's claims into its own winners per
-   entity (``projections.winners``), kept across its chunks. The rebuilding process copies
-   each part file into the new file as it is done, in log order (``INSERT ... SELECT``: rows
-   cross between processes as SQLite pages, never pickled), then deletes it.
-2. Every worker hands over its winners (:func:`take_winners`) and this process merges them.
-3. The winning events are read back, in (table, id) order, in batches; a worker writes each
-   batch's entity rows into a part file (:func:`entity_part`), copied in order like the
-   timeline's, so each table's primary key is appended to, never inserted into at random.
-4. The indexes are made, sorting with helper threads.
+   a large log (``projections.workers``). A worker writes each chunk's timeline and version
+   rows into a small *part file* of its own, with the chunk's best claim per entity (its
+   *candidate*, with the entity row it would write, made from the event already parsed) and
+   every claim that deletes an entity. The rebuilding process copies each part file as it is
+   done, in log order (``INSERT ... SELECT``: rows cross between processes as SQLite pages,
+   never pickled), the timeline into the new file and the rest into a *stage* file, then
+   deletes it.
+2. Each entity's winner is its best candidate (``projections.winners``), deleted if any of its
+   claims deletes it; the winners' rows are copied from the stage file in (table, id) order,
+   so each table's primary key is appended to, never inserted into at random. No event is
+   read or parsed twice, and no process holds a record per entity.
+3. While the workers derive the history from the staged versions (``projections.shards``),
+   the versions are sorted into their table and the other indexes made; then the history is
+   merged, and the search index made.
 
 Part files are named after the new file (``<file>.part-...``) and deleted with it
 (:func:`remove_parts`).
@@ -22,47 +26,55 @@ Part files are named after the new file (``<file>.part-...``) and deleted with i
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from eventstore.db import connect
-from projections.entities import SPECS
+from projections.entities import COMMON_COLUMNS, SPECS
 from projections.failures import Failure, failure, record_failures
 from projections.fold import (
+    Claim,
+    ClaimKey,
+    EntityRow,
+    LoggedEvent,
     TimelineRow,
-    VersionRow,
     claim,
     entity_row,
     parse_logged,
     timeline_row,
     version_row,
 )
-from projections.history import VERSIONS, derive_all
+from projections.history import VERSIONS
 from projections.schema import (
+    HISTORY_DDL,
+    HISTORY_ORDER,
+    INDEXES,
     TIMELINE,
     TIMELINE_COLUMNS,
-    entity_table_ddl,
-    table_ddl,
+    VIEWS,
+    index_ddl,
     timeline_ddl,
+    view_ddl,
 )
-from projections.tables import create_indexes, create_search, create_tables, set_checkpoint
-from projections.winners import Entry, Winner, Winners
-from projections.workers import Pool, job_connection, worker_pool, workers_for
+from projections.shards import derive_part, merge_history, staged_versions
+from projections.tables import create_search, create_tables, set_checkpoint
+from projections.winners import winners
+from projections.workers import Pool, job_connection, part_connection, worker_pool, workers_for
 
 Progress = Callable[[int], None]
 """Told how many more events were read."""
 
 SCAN_BATCH = 20_000
 """Events per chunk (a part file each)."""
-ENTITY_BATCH = 5_000
-"""Winners per batch of entity rows (a part file each)."""
 FETCH_BATCH = 1_000
 """Events a worker reads (and holds parsed) at a time."""
-SORT_THREADS = 4
-"""``PRAGMA threads`` for the index builds: SQLite's sorter merges on helper threads."""
+SORT_THREADS = 1
+"""``PRAGMA threads`` for the index builds and sorts: one helper thread, for the second core
+(each sorter thread may hold up to the cache size in memory)."""
 
 _SPECS = {spec.table: spec for spec in SPECS}
 _INSERT_TIMELINE = (
@@ -70,9 +82,17 @@ _INSERT_TIMELINE = (
     f"VALUES ({', '.join('?' * len(TIMELINE_COLUMNS))})"
 )
 _SUMMARY = TIMELINE_COLUMNS.index("summary")
-_INSERT_VERSION = f"INSERT INTO {VERSIONS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_winners: dict[str, Winners] = {}
-"""(In a worker, or this process without workers.) The claims reduced so far, per new file."""
+Folded = tuple[int, list[str], list[Failure], list[Failure]]
+"""What :func:`fold_part` returns."""
+_STAGED_VERSIONS = f"v_{VERSIONS}"
+"""Version rows as the workers make them (in log order), in part files and the stage file."""
+_VERSION_COLUMNS = f"{HISTORY_ORDER[VERSIONS]}, action, occurred_at, fields, summary"
+_INSERT_VERSION = f"INSERT INTO {_STAGED_VERSIONS} VALUES ({', '.join('?' * 10)})"
+_CANDIDATE = "c_"
+"""The prefix of candidate entity tables (in part files and the stage file)."""
+_STAGE = "stage"
+_DELETES = "deletes"
+"""In part files and the stage file: ``(table, entity id, deleted_at)`` of each delete."""
 
 
 def scan(
@@ -103,23 +123,46 @@ def remove_parts(file: Path) -> None:
                     found.unlink()
 
 
-def _part_connection(path: Path) -> sqlite3.Connection:
-    """A new part file: written once by one process, read once by another, then deleted."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = OFF")
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-    conn.execute("BEGIN")
-    return conn
+@dataclass(slots=True)
+class _Chunk:
+    """What folding one chunk of the log makes, before it is written to its part file."""
+
+    timeline: list[TimelineRow] = field(default_factory=list)
+    versions: list[tuple[Any, ...]] = field(default_factory=list)
+    """Version rows with their event's position (``projections.shards``)."""
+    failures: list[Failure] = field(default_factory=list)
+    best: dict[tuple[str, str], tuple[ClaimKey, tuple[Any, ...]]] = field(default_factory=dict)
+    """Per ``(table, entity id)``, the chunk's best claim (its candidate): its key, and its
+    event's position, ``full`` and entity row, as written into the part file."""
+    deletes: list[tuple[str, str, str | None]] = field(default_factory=list)
+    """``(table, entity id, deleted_at)`` of every claim that deletes its entity."""
+    unmade: list[Failure] = field(default_factory=list)
+    """Candidates whose entity row could not be made (a failure if one wins)."""
+
+    def offer(self, found: Claim, event: LoggedEvent) -> None:
+        """Keep ``found`` if it is its entity's best claim in the chunk so far."""
+        entity = (found.spec.table, found.entity_id)
+        if found.is_delete:
+            self.deletes.append((*entity, found.deleted_at))
+        best = self.best.get(entity)
+        if best is not None and best[0] > found.key:
+            return
+        try:
+            row = entity_row(found, event)
+        except Exception as error:
+            self.unmade.append(failure(event.position, event.event_id, error))
+            row = _unmade_row(found)
+        self.best[entity] = (found.key, (event.position, found.key[0], *row))
 
 
-def _reduce(key: str, timeline: list[TimelineRow], versions: list[VersionRow],
-            rows: list[tuple[int, str, bytes]], failures: list[Failure],
-            instance: str | None) -> None:  # fmt: skip
-    winners = _winners.setdefault(key, Winners())
-    add = winners.add
+def _unmade_row(found: Claim) -> EntityRow:
+    """A candidate's row when its entity row could not be made: its id and key only."""
+    _, version, rank, event_id = found.key
+    empty = [None] * (len(found.spec.columns) + len(COMMON_COLUMNS) - 3)
+    return (found.entity_id, *empty, event_id, version, rank)
+
+
+def _reduce(out: _Chunk, rows: list[tuple[int, str, bytes]], instance: str | None) -> None:
     for position, event_id, body in rows:
         try:
             event = parse_logged(position, event_id, body, instance=instance)
@@ -129,112 +172,76 @@ def _reduce(key: str, timeline: list[TimelineRow], versions: list[VersionRow],
             found = claim(event)
             version = version_row(found, event, row[_SUMMARY]) if found is not None else None
         except Exception as error:
-            failures.append(failure(position, event_id, error))
+            out.failures.append(failure(position, event_id, error))
             continue
-        timeline.append(row)
+        out.timeline.append(row)
         if version is not None:
-            versions.append(version)
+            out.versions.append((*version, position))
         if found is not None:
-            add(found.spec.table, found.entity_id, found.key, position, found.is_delete,
-                found.deleted_at)  # fmt: skip
+            out.offer(found, event)
 
 
-def fold_part(
-    log: str, file: str, part: str, after: int, upto: int, instance: str | None = None
-) -> tuple[int, list[Failure]]:
-    """(Run by a worker.) Fold the events in ``(after, upto]``: their timeline rows into the
-    part file ``part``, their claims into this process's winners for ``file``. Returns how many
-    events it read and those that could not be folded."""
-    count = 0
-    failures: list[Failure] = []
+def _candidate_ddl(table: str, schema: str = "") -> str:
+    """A table of candidate entity rows: their event's position, whether the claim is full,
+    then the entity table's columns (untyped: the entity table gives them their affinity when
+    they are copied)."""
+    spec = _SPECS[table]
+    names = ", ".join(("id", *spec.column_names, *COMMON_COLUMNS))
+    return f"CREATE TABLE {schema}{_CANDIDATE}{table} (position INTEGER PRIMARY KEY, full, {names})"
+
+
+def _write_candidates(out: sqlite3.Connection, chunk: _Chunk) -> list[str]:
+    """Write the chunk's candidates and deletes into ``out``; returns their tables."""
+    tables: dict[str, list[tuple[Any, ...]]] = {}
+    for (table, _), (_, row) in chunk.best.items():
+        tables.setdefault(table, []).append(row)
+    for table, rows in tables.items():
+        rows.sort()
+        out.execute(_candidate_ddl(table))
+        marks = ", ".join("?" * len(rows[0]))
+        out.executemany(f"INSERT INTO {_CANDIDATE}{table} VALUES ({marks})", rows)
+    out.execute(f"CREATE TABLE {_DELETES} (entity, id, deleted_at)")
+    out.executemany(f"INSERT INTO {_DELETES} VALUES (?, ?, ?)", chunk.deletes)
+    return [*(_CANDIDATE + table for table in tables), _DELETES]
+
+
+def fold_part(log: str, part: str, after: int, upto: int, instance: str | None = None) -> Folded:
+    """(Run by a worker.) Fold the events in ``(after, upto]`` into the part file ``part``:
+    their timeline and version rows, the chunk's candidate entity rows and its deletes.
+    Returns how many events it read, the tables of the part file, those events that could
+    not be folded and the candidates whose row could not be made."""
+    chunk = _Chunk()
     source = job_connection(log)
-    out = _part_connection(Path(part))
+    out = part_connection(Path(part))
+    count = 0
     try:
         out.execute(timeline_ddl(TIMELINE))
-        out.execute(table_ddl(VERSIONS, VERSIONS))
+        out.execute(staged_versions("", _STAGED_VERSIONS))
         for rows in scan(source, after, upto):
-            timeline: list[TimelineRow] = []
-            versions: list[VersionRow] = []
-            _reduce(file, timeline, versions, rows, failures, instance)
-            out.executemany(_INSERT_TIMELINE, timeline)
-            out.executemany(_INSERT_VERSION, versions)
+            _reduce(chunk, rows, instance)
+            out.executemany(_INSERT_TIMELINE, chunk.timeline)
+            out.executemany(_INSERT_VERSION, chunk.versions)
+            chunk.timeline, chunk.versions = [], []
             count += len(rows)
+        tables = [TIMELINE, _STAGED_VERSIONS, *_write_candidates(out, chunk)]
         out.execute("COMMIT")
     finally:
         out.close()
         source.close()
-    return count, failures
-
-
-def take_winners(file: str) -> dict[str, dict[str, Entry]]:
-    """(Run in every worker.) This process's winners for ``file``, handed over and forgotten."""
-    winners = _winners.pop(file, None)
-    return winners.tables if winners is not None else {}
-
-
-def entity_part(log: str, part: str, winners: Sequence[Winner]) -> tuple[list[str], list[Failure]]:
-    """(Run by a worker.) The entity row of each winner, written in the order given into the
-    part file ``part``; returns the tables written and the winners whose row could not be
-    made."""
-    source = job_connection(log)
-    out = _part_connection(Path(part))
-    failures: list[Failure] = []
-    tables: list[str] = []
-    try:
-        for offset in range(0, len(winners), FETCH_BATCH):
-            chunk = winners[offset : offset + FETCH_BATCH]
-            positions = sorted(winner[2] for winner in chunk)
-            marks = ", ".join("?" * len(positions))
-            sql = f"SELECT position, event_id, body FROM events WHERE position IN ({marks})"
-            events = {row[0]: row for row in source.execute(sql, positions).fetchall()}
-            rows: list[tuple[object, ...]] = []
-            table = None
-            for name, _, position, deleted, deleted_at in chunk:
-                if name != table:
-                    _flush(out, table, rows, tables)
-                    table, rows = name, []
-                try:  # a winner's event belongs to the configured instance: it made a claim
-                    event = parse_logged(*events[position])
-                    found = claim(event) if event is not None else None
-                    if event is not None and found is not None:
-                        rows.append(entity_row(found, event, (deleted, deleted_at)))
-                except Exception as error:
-                    failures.append(failure(position, events[position][1], error))
-            _flush(out, table, rows, tables)
-        out.execute("COMMIT")
-    finally:
-        out.close()
-        source.close()
-    return tables, failures
-
-
-def _flush(out: sqlite3.Connection, table: str | None, rows: list[tuple[object, ...]],
-           tables: list[str]) -> None:  # fmt: skip
-    if table is None:
-        return
-    if table not in tables:
-        out.execute(entity_table_ddl(_SPECS[table], table))
-        tables.append(table)
-    marks = ", ".join("?" * (len(rows[0]) if rows else 0))
-    if rows:
-        out.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+    return count, tables, chunk.failures, chunk.unmade
 
 
 def _copy(conn: sqlite3.Connection, part: Path, tables: Sequence[str]) -> None:
-    """Append the rows of ``tables`` in the part file ``part`` to the same tables here, then
-    delete the part file."""
+    """Append the rows of ``tables`` in the part file ``part`` to the same tables here (all but
+    the timeline's in the stage file), then delete the part file."""
     conn.execute("ATTACH DATABASE ? AS part", (str(part),))
     try:
         for table in tables:
-            conn.execute(f"INSERT INTO main.{table} SELECT * FROM part.{table}")
+            schema = "main" if table == TIMELINE else _STAGE
+            conn.execute(f"INSERT INTO {schema}.{table} SELECT * FROM part.{table}")
     finally:
         conn.execute("DETACH DATABASE part")
     os.unlink(part)
-
-
-def _batches(items: Iterator[Winner], size: int) -> Iterator[list[Winner]]:
-    while batch := list(itertools.islice(items, size)):
-        yield batch
 
 
 def _chunks(upto: int) -> Iterator[tuple[int, int]]:
@@ -256,29 +263,114 @@ def bulk_connection(file: Path) -> sqlite3.Connection:
 def _timeline(
     conn: sqlite3.Connection, run: Pool, log: str, file: Path, upto: int,
     progress: Progress | None, instance: str | None,
-) -> int:  # fmt: skip
-    """Fold the log into timeline part files, copying each into ``conn`` in log order."""
+) -> tuple[int, dict[int, Failure]]:  # fmt: skip
+    """Fold the log into part files, copying each into ``conn`` in log order; returns the
+    events read and the candidates whose entity row could not be made, by position."""
     parts = [(after, last, part_path(file, f"t{after}")) for after, last in _chunks(upto)]
-    jobs = [(log, str(file), str(part), after, last, instance) for after, last, part in parts]
-    count = 0
-    for (_, _, part), (folded, failures) in zip(parts, run(fold_part, jobs), strict=True):
-        _copy(conn, part, (TIMELINE, VERSIONS))
+    jobs = [(log, str(part), after, last, instance) for after, last, part in parts]
+    count, unmade = 0, dict[int, Failure]()
+    for (_, _, part), (folded, tables, failures, bad) in zip(
+        parts, run(fold_part, jobs), strict=True
+    ):
+        _copy(conn, part, tables)
         record_failures(conn, failures)
+        unmade.update((f[0], f) for f in bad)
         count += folded
         if progress is not None:
             progress(folded)
-    return count
+    return count, unmade
 
 
-def _entities(
-    conn: sqlite3.Connection, run: Pool, log: str, file: Path, batches: Iterator[list[Winner]]
-) -> None:
-    """Write the winners' entity rows through part files, copied in (table, id) order."""
-    jobs = ((log, str(part_path(file, f"e{n}")), batch) for n, batch in enumerate(batches))
-    numbered = enumerate(run(entity_part, jobs))
-    for n, (tables, failures) in numbered:
-        _copy(conn, part_path(file, f"e{n}"), tables)
-        record_failures(conn, failures)
+def _stage(conn: sqlite3.Connection, file: Path) -> None:
+    """Attach the stage file, which collects every part file's candidate entity rows."""
+    conn.execute("ATTACH DATABASE ? AS stage", (str(part_path(file, _STAGE)),))
+    for pragma in ("page_size = 65536", "journal_mode = OFF", "synchronous = OFF"):
+        conn.execute(f"PRAGMA {_STAGE}.{pragma}")
+    conn.execute("BEGIN")
+    for table in _SPECS:
+        conn.execute(_candidate_ddl(table, f"{_STAGE}."))
+    conn.execute(staged_versions(f"{_STAGE}.", _STAGED_VERSIONS))
+    conn.execute(f"CREATE TABLE {_STAGE}.{_DELETES} (entity, id, deleted_at)")
+    conn.execute("COMMIT")
+
+
+def _entity_select(table: str) -> str:
+    """The winners' rows of ``table``, from their candidates, in the order of ``temp.won``."""
+    spec = _SPECS[table]
+    columns = ("id", *spec.column_names, *COMMON_COLUMNS)
+    chosen = ", ".join(f"w.{c}" if c in ("deleted", "deleted_at") else f"c.{c}" for c in columns)
+    return (
+        f"INSERT INTO main.{table} SELECT {chosen} FROM temp.won AS w "
+        f"CROSS JOIN {_STAGE}.{_CANDIDATE}{table} AS c ON c.position = w.position "
+        "ORDER BY w.rowid"
+    )
+
+
+def _entities(conn: sqlite3.Connection, unmade: dict[int, Failure]) -> None:
+    """Write each entity's winning row (``projections.winners``), from the stage file, in
+    (table, id) order (appending to the tables' primary keys)."""
+    conn.execute("BEGIN")
+    conn.execute("CREATE TEMP TABLE won (position INTEGER, deleted INTEGER, deleted_at TEXT)")
+    for table in sorted(_SPECS):
+        candidates = conn.execute(
+            "SELECT id, full, version_ms, version_rank, event_id, position "
+            f"FROM {_STAGE}.{_CANDIDATE}{table} ORDER BY id"
+        )
+        won = list(winners(candidates, _deletes(conn, table)))
+        record_failures(conn, [unmade[w[0]] for w in won if w[0] in unmade])
+        conn.executemany("INSERT INTO temp.won VALUES (?, ?, ?)",
+                         [w for w in won if w[0] not in unmade])  # fmt: skip
+        conn.execute(_entity_select(table))
+        conn.execute("DELETE FROM temp.won")
+    conn.execute("DROP TABLE temp.won")
+    conn.execute("COMMIT")
+
+
+def _deletes(conn: sqlite3.Connection, table: str) -> dict[str, str | None]:
+    """The earliest delete time of each deleted entity of ``table``."""
+    sql = f"SELECT id, min(deleted_at) FROM {_STAGE}.{_DELETES} WHERE entity = ? GROUP BY id"
+    return dict(conn.execute(sql, (table,)).fetchall())
+
+
+def _derive(run: Pool, file: Path) -> Callable[[], list[Path]]:
+    """Start deriving the history from the staged versions, a shard per worker; returns a
+    function that waits for the part files."""
+    shards = max(1, run.workers)
+    parts = [part_path(file, f"h{shard}") for shard in range(shards)]
+    stage = str(part_path(file, _STAGE))
+    jobs = [(stage, _STAGED_VERSIONS, str(p), n, shards) for n, p in enumerate(parts)]
+    wait = run.start(derive_part, jobs)
+    return lambda: [parts[n] for n, _ in enumerate(wait())]
+
+
+def _indexes(conn: sqlite3.Connection, history: bool) -> None:
+    """The indexes of the history tables, or of all the others."""
+    for index in INDEXES:
+        if (index.table in HISTORY_DDL) == history:
+            conn.execute(index_ddl(index))
+
+
+def _load(conn: sqlite3.Connection) -> None:
+    """The version rows, sorted by their key (appended to it, never inserted at random), then
+    the indexes of the timeline and the entity tables."""
+    conn.execute("BEGIN")
+    conn.execute(
+        f"INSERT INTO main.{VERSIONS} SELECT {_VERSION_COLUMNS} FROM {_STAGE}.{_STAGED_VERSIONS} "
+        f"ORDER BY {HISTORY_ORDER[VERSIONS]}"
+    )
+    _indexes(conn, history=False)
+    conn.execute("COMMIT")
+
+
+def _finish(conn: sqlite3.Connection, upto: int) -> None:
+    """The history's indexes, the views, the search index and the checkpoint."""
+    conn.execute("BEGIN")
+    _indexes(conn, history=True)
+    for view in VIEWS:
+        conn.execute(view_ddl(view))
+    create_search(conn)
+    set_checkpoint(conn, upto)
+    conn.execute("COMMIT")
 
 
 def build(
@@ -294,26 +386,24 @@ def build(
     and fold (None: one per core for a large log, none for a small one)."""
     remove_parts(file)
     conn = bulk_connection(file)
-    log, key = str(log_path), str(file)
+    log = str(log_path)
     try:
         conn.execute("BEGIN")
         create_tables(conn, instance)
         conn.execute("COMMIT")
+        _stage(conn, file)
         with worker_pool(workers_for(upto, workers)) as run:
-            count = _timeline(conn, run, log, file, upto, progress, instance)
-            winners = Winners()
-            for tables in run.each(take_winners, key):
-                winners.merge(tables)
-            _entities(conn, run, log, file, _batches(winners.ordered(), ENTITY_BATCH))
-            del winners
-        create_indexes(conn)
-        derive_all(conn)
-        create_search(conn)
-        set_checkpoint(conn, upto)
+            count, unmade = _timeline(conn, run, log, file, upto, progress, instance)
+            _entities(conn, unmade)
+            derived = _derive(run, file)
+            _load(conn)
+            parts = derived()
+        conn.execute(f"DETACH DATABASE {_STAGE}")
+        merge_history(conn, parts)
+        _finish(conn, upto)
         conn.execute("PRAGMA locking_mode = NORMAL")
         conn.execute("PRAGMA journal_mode = WAL")
     finally:
         conn.close()
-        _winners.pop(key, None)
         remove_parts(file)
     return count

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,9 +77,8 @@ def _generations(folder: Path) -> list[str]:
 
 @pytest.fixture
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Several part files per phase even for a small log."""
+    """Several part files even for a small log."""
     monkeypatch.setattr(bulk, "SCAN_BATCH", 40)
-    monkeypatch.setattr(bulk, "ENTITY_BATCH", 15)
 
 
 @pytest.mark.usefixtures("small_batches")
@@ -123,7 +123,7 @@ def test_an_error_midway_leaves_the_published_projections_and_no_file(
     def broken(*args: object) -> object:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(bulk, "entity_part", broken)
+    monkeypatch.setattr(bulk, "merge_history", broken)
     with pytest.raises(RuntimeError, match="injected"):
         rebuild(db_path, projections, workers=0)
     assert target(projections) == published
@@ -131,6 +131,35 @@ def test_an_error_midway_leaves_the_published_projections_and_no_file(
     assert not [f for f in db_path.parent.iterdir() if ".part-" in f.name]
     with closing(connect(db_path)) as again:
         assert digest(again) == before
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_a_winner_whose_row_cannot_be_made_is_an_error_and_a_loser_that_cannot_is_not(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = new_store(db_path)
+    user, org = _data("user", "user_", 1, 0), _data("organization", "org_", 2, 0)
+    append_all(conn, [
+        ("msg_u0", envelope("user.created", user, BASE)),
+        ("msg_u1", envelope("user.updated", {**user, "updated_at": BASE + 9}, BASE + 9)),
+        ("msg_o0", envelope("organization.created", org, BASE)),
+        ("msg_o1", envelope("organization.updated", {**org, "updated_at": BASE + 9}, BASE + 9)),
+    ])  # fmt: skip
+    conn.close()
+    make = bulk.entity_row
+
+    def broken(found: Any, event: Any, deletion: Any = None) -> Any:
+        if event.event_id in ("msg_u1", "msg_o0"):  # the user's winner, the organization's loser
+            raise ValueError("injected")
+        return make(found, event, deletion)
+
+    monkeypatch.setattr(bulk, "entity_row", broken)
+    projections = default_projections_path(db_path)
+    rebuild(db_path, projections, workers=0)
+    rows = _rows(target(projections))  # type: ignore[arg-type]
+    assert rows["users"] == []
+    assert [(r[0], r[-3]) for r in rows["organizations"]] == [("org_002", "msg_o1")]
+    assert [(r[1], r[2]) for r in rows[ERRORS]] == [("msg_u1", "ValueError: injected")]
 
 
 _SLOW_REBUILD = """

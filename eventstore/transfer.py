@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from eventstore.backends import log_transaction, open_log
+from eventstore.backends import bulk_appends, log_transaction, open_log
 from eventstore.errors import ImportRefused
 from eventstore.feed import encode_events, iter_events
 from eventstore.import_lines import (
@@ -265,6 +265,7 @@ def import_file(
         importer = _Importer(conn, db_path, path.name)
         with (
             _gc_paused(),
+            bulk_appends(conn, db_path),
             contextlib.closing(checked_chunks(path, parallel_after)) as checked,
         ):
             _import(importer, path, checked, progress)

@@ -12,10 +12,12 @@ import gzip
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -428,3 +430,60 @@ def test_checker_processes_import_what_a_thread_does(
     with pytest.raises(ImportRefused, match="line 151: event msg_000150 is already stored"):
         import_file(tmp_path / "other.db", tmp_path / "all.ndjson", parallel_after=0)
     assert len(events(tmp_path / "other.db")) == 151
+
+
+def _journal_seen(target: Path) -> tuple[list[bool], Any]:
+    """A progress callback noting, after each batch, whether the log has a WAL file."""
+    seen: list[bool] = []
+    return seen, lambda _: seen.append(Path(f"{target}-wal").exists())
+
+
+def test_an_import_alone_writes_each_page_once_and_leaves_the_wal_mode(tmp_path: Path) -> None:
+    """With no other connection, the appends go through a rollback journal (no WAL to copy
+    into the file afterwards); the log is in WAL mode again at the end."""
+    fill(tmp_path / "source.db", many(30))
+    export_log(tmp_path / "source.db", tmp_path / "all.ndjson")
+    target = tmp_path / "target.db"
+    seen, progress = _journal_seen(target)
+    import_file(target, tmp_path / "all.ndjson", progress)
+    assert seen and not any(seen)
+    with closing(sqlite3.connect(target)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert events(target) == events(tmp_path / "source.db")
+
+
+def test_an_import_beside_a_reader_keeps_the_wal(tmp_path: Path) -> None:
+    """A log another connection has open (the server, the projector) stays in WAL mode, and
+    its reader sees the imported events."""
+    bodies = many(30)
+    fill(tmp_path / "source.db", bodies)
+    export_log(tmp_path / "source.db", tmp_path / "all.ndjson")
+    target = tmp_path / "target.db"
+    fill(target, bodies[:1])
+    seen, progress = _journal_seen(target)
+    with closing(open_reader(target)) as reader:
+        assert reader.execute("SELECT count(*) FROM events").fetchone() == (1,)
+        result = import_file(target, tmp_path / "all.ndjson", progress)
+        assert reader.execute("SELECT count(*) FROM events").fetchone() == (30,)
+    assert (result.imported, result.skipped) == (29, 1)
+    assert seen and all(seen)
+
+
+def test_an_import_killed_midway_leaves_a_log_that_verifies_and_resumes(tmp_path: Path) -> None:
+    source, target = tmp_path / "source.db", tmp_path / "target.db"
+    fill(source, many(20_000, note_bytes=1200))
+    export_log(source, tmp_path / "all.ndjson")
+    env = {k: v for k, v in os.environ.items() if k != "CLERK_AUDIT_DB"}
+    process = subprocess.Popen([str(CLI), "import", "--db", str(target),
+                                str(tmp_path / "all.ndjson")], env=env)  # fmt: skip
+    while process.poll() is None and (not target.exists() or target.stat().st_size < 12 << 20):
+        time.sleep(0.005)
+    process.kill()
+    assert process.wait() == -signal.SIGKILL, "the import ended before it could be killed"
+    verify = clerk_audit("verify", "--db", str(target))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    kept = len(events(target))
+    assert 0 < kept < 20_000
+    result = import_file(target, tmp_path / "all.ndjson")
+    assert (result.imported, result.skipped) == (20_000 - kept, kept)
+    assert events(target) == events(source)

@@ -4,7 +4,7 @@ before serving (``eventstore.location`` says which backend a ``--db`` value name
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol, TypeVar
 
 from eventstore.location import LogLocation, PostgresLog
@@ -94,3 +94,15 @@ def log_transaction(conn: Sql, location: LogLocation) -> AbstractContextManager[
 
     assert isinstance(conn, PgSql)
     return pg_transaction(conn)
+
+
+def bulk_appends(conn: Sql, location: LogLocation) -> AbstractContextManager[None]:
+    """Settings for appending many events at once on ``conn`` (``import``): SQLite's
+    :func:`eventstore.db.bulk_appends`; nothing for PostgreSQL."""
+    import sqlite3
+
+    if isinstance(conn, sqlite3.Connection) and not isinstance(location, PostgresLog):
+        from eventstore.db import bulk_appends as sqlite_bulk_appends
+
+        return sqlite_bulk_appends(conn, location)
+    return nullcontext()

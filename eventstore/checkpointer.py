@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eventstore.checkpoints import Checkpoint, load_private_key, note_check, sign
-from eventstore.db import open_reader
 from eventstore.errors import AuditStoreError
+from eventstore.location import LogLocation, open_log_reader
 from eventstore.log import chain_head
 from eventstore.timefmt import now_iso
 
@@ -49,7 +49,7 @@ def write_checkpoint(folder: Path, checkpoint: Checkpoint) -> Path:
 class Checkpointer:
     """``with Checkpointer(log, policy):`` writes checkpoints in the block (see module doc)."""
 
-    def __init__(self, db_path: Path, policy: CheckpointPolicy) -> None:
+    def __init__(self, db_path: LogLocation, policy: CheckpointPolicy) -> None:
         self._db_path = db_path
         self._policy = policy
         self._key = load_private_key(policy.key_file) if policy.key_file else None
@@ -82,7 +82,7 @@ class Checkpointer:
     def maybe_write(self, *, final: bool = False) -> Path | None:
         """Write a checkpoint if the policy says it is due (``final``: if the log grew at
         all); returns its path."""
-        with closing(open_reader(self._db_path)) as conn:
+        with closing(open_log_reader(self._db_path)) as conn:
             position, head = chain_head(conn)
         grown = position - self.last_position
         elapsed_min = (time.monotonic() - self._last_time) / 60

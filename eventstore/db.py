@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from sqlite_utils import Database
@@ -21,6 +22,10 @@ LOG_PAGE_SIZE = 16_384
 """The page size of a new log. Bodies are 2-3 KB: with SQLite's default 4 KiB pages most of a
 page is left empty around each one (the one-file store took 1.7 bytes per body byte); at
 16 KiB a page holds several. See bench/analysis.md."""
+
+BULK_CACHE_KIB = 131_072
+"""The page cache of a bulk append (``import``): the ``event_id`` index of a million events
+(about 60 MB) stays in memory, so random inserts into it do not spill pages to disk."""
 
 SECURE_DELETE = "FAST"
 """Zero removed bytes where that costs no extra I/O: inside pages, not freed pages. A page that
@@ -141,6 +146,7 @@ def open_reader(path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite
     """
     if not path.exists():
         raise ConfigurationError(f"no store at {path} (start the server once to create it)")
+    _roll_back_hot_journal(path, busy_timeout_ms)
     try:
         conn = sqlite3.connect(
             f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
@@ -150,6 +156,19 @@ def open_reader(path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite
         return conn
     except sqlite3.Error as error:
         raise translate(error, path) from error
+
+
+def _roll_back_hot_journal(path: Path, busy_timeout_ms: int) -> None:
+    """Let SQLite roll back the journal of a writer killed mid-transaction (an import writes
+    through a rollback journal when it has the log alone: :func:`bulk_appends`), which a
+    read-only connection cannot do: it would fail on its first read. A connection that may
+    write does it on its first read; a journal still in use is left to its writer."""
+    journal = path.with_name(path.name + "-journal")
+    if not journal.exists() or journal.stat().st_size == 0:
+        return
+    with contextlib.suppress(sqlite3.Error), closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
 
 def probe_writable(conn: sqlite3.Connection, path: Path) -> None:
@@ -182,3 +201,38 @@ def transaction(conn: sqlite3.Connection, path: Path | str = "the store") -> Ite
         if isinstance(error, sqlite3.Error):
             raise translate(error, path) from error
         raise
+
+
+@contextmanager
+def bulk_appends(conn: sqlite3.Connection, path: Path) -> Iterator[None]:
+    """Pragmas for appending many events on ``conn``, a connection of its own (``import``).
+
+    A page cache of :data:`BULK_CACHE_KIB`, statement journals in memory (each multi-row
+    insert into ``events`` keeps one: see :func:`connect`), and, when no other connection has
+    the log open, a rollback journal instead of the WAL for the time of the appends: the pages
+    an append adds are then written once, not twice (into the WAL, then into the file by the
+    checkpoint). Commits stay durable (``synchronous=FULL``). The WAL comes back at the end; a
+    server started meanwhile switches it back as it opens the log (``open_store``), and the
+    appends go on in the WAL.
+    """
+    conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    alone = _switch_journal(conn, "DELETE", wait_ms=0)
+    try:
+        yield
+    finally:
+        if alone:  # should a reader hold it past the timeout, open_store sets WAL again
+            _switch_journal(conn, "WAL", wait_ms=BUSY_TIMEOUT_MS)
+
+
+def _switch_journal(conn: sqlite3.Connection, mode: str, wait_ms: int) -> bool:
+    """Set the journal mode; False when it cannot be done now (leaving WAL needs the log
+    alone: it fails at once when another connection has it open)."""
+    conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+    try:
+        (found,) = conn.execute(f"PRAGMA journal_mode = {mode}").fetchone()
+        return str(found).upper() == mode
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

@@ -52,11 +52,16 @@ def insert_rows(conn: Sql, insert: str, rows: Sequence[Sequence[object]]) -> Non
     table's and each index's last page again. Statements of power-of-two sizes keep the
     distinct SQL texts (and the statement cache) small. One failing row fails its statement.
     """
-    start = 0
-    while start < len(rows):
-        count = min(MAX_ROWS_PER_INSERT, 1 << ((len(rows) - start).bit_length() - 1))
-        part = rows[start : start + count]
-        conn.execute(_values(insert, len(part[0]), count), [v for row in part for v in row])
+    if rows:
+        insert_values(conn, insert, len(rows[0]), [v for row in rows for v in row])
+
+
+def insert_values(conn: Sql, insert: str, width: int, values: Sequence[object]) -> None:
+    """:func:`insert_rows` of rows given one after the other in ``values``, ``width`` each."""
+    start, rows = 0, len(values) // width
+    while start < rows:
+        count = min(MAX_ROWS_PER_INSERT, 1 << ((rows - start).bit_length() - 1))
+        conn.execute(_values(insert, width, count), values[start * width : (start + count) * width])
         start += count
 
 
@@ -139,7 +144,7 @@ def append_rows(conn: Sql, rows: Sequence[EventRow]) -> list[AppendResult]:
     }
     position, previous = chain_head(conn)
     results: list[AppendResult] = []
-    new_rows: list[tuple[object, ...]] = []
+    values: list[object] = []  # the new events' columns, one after the other
     for row in rows:
         event_id, sha256 = row[_ID], row[_SHA256]
         stored = found.get(event_id)
@@ -147,7 +152,9 @@ def append_rows(conn: Sql, rows: Sequence[EventRow]) -> list[AppendResult]:
             position += 1
             previous = link(previous, position, event_id, sha256)
             found[event_id] = (position, sha256)
-            new_rows.append((position, *row, previous.hex()))
+            values.append(position)
+            values.extend(row)
+            values.append(previous.hex())
             results.append(("stored", position))
         elif stored[1] == sha256:
             results.append(("duplicate", stored[0]))
@@ -156,7 +163,7 @@ def append_rows(conn: Sql, rows: Sequence[EventRow]) -> list[AppendResult]:
                 f"event {event_id} is already stored (position {stored[0]}) "
                 "with a different body; the stored event is kept"
             ))  # fmt: skip
-    insert_rows(conn, _INSERT_EVENT, new_rows)
+    insert_values(conn, _INSERT_EVENT, len(EVENT_COLUMNS) + 2, values)
     return results
 
 

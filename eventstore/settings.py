@@ -155,6 +155,12 @@ def checkpoint_policy(
     )
 
 
+def dev_secret_home(db_path: LogLocation, projections: Path) -> Path:
+    """The file whose folder holds the development secret: the SQLite log, or for a
+    PostgreSQL log the projections file (the one file of the store on this machine)."""
+    return db_path if isinstance(db_path, Path) else projections
+
+
 def load_settings(
     db_path: LogLocation,
     projections: Path,
@@ -166,6 +172,5 @@ def load_settings(
     """Settings for ``serve`` from its flags and the environment."""
     env = os.environ if env is None else env
     limit, busy, token = max_body_bytes(env), busy_timeout_ms(env), feed_token(env)
-    beside = db_path if isinstance(db_path, Path) else projections  # the development secret
-    secrets, is_dev = resolve_secrets(beside, secret, env, announce)
+    secrets, is_dev = resolve_secrets(dev_secret_home(db_path, projections), secret, env, announce)
     return Settings(db_path, projections, secrets, limit, is_dev, busy, token)

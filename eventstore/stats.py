@@ -6,10 +6,10 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 
-from eventstore.db import open_reader
+from eventstore.location import LogLocation, open_log_reader
 from eventstore.schema import OUTCOMES
+from eventstore.sql import Sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,9 +21,11 @@ class LogStats:
     """Deliveries by outcome (every outcome, zero included)."""
 
 
-def log_stats(conn: sqlite3.Connection) -> LogStats:
-    """Counts read in one transaction, so they agree with each other."""
-    conn.execute("BEGIN")
+def log_stats(conn: Sql) -> LogStats:
+    """Counts read in one transaction, so they agree with each other (PostgreSQL: in one
+    snapshot, which its default isolation gives a statement, not a transaction)."""
+    sqlite = isinstance(conn, sqlite3.Connection)
+    conn.execute("BEGIN" if sqlite else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
         events, quarantined, position = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE status = 'quarantined'), "
@@ -38,6 +40,6 @@ def log_stats(conn: sqlite3.Connection) -> LogStats:
     return LogStats(events, quarantined, position, by_outcome)
 
 
-def read_log_stats(path: Path) -> LogStats:
-    with closing(open_reader(path)) as conn:
+def read_log_stats(location: LogLocation) -> LogStats:
+    with closing(open_log_reader(location)) as conn:
         return log_stats(conn)

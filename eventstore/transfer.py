@@ -36,15 +36,10 @@ what was imported is skipped.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
+import gc
 import gzip
-import io
-import itertools
-import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,15 +47,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
-
-from eventstore.backends import log_transaction, open_log
-from eventstore.envelope import NotAnEvent, parse_document
+from eventstore.backends import bulk_appends, log_transaction, open_log
 from eventstore.errors import ImportRefused
-from eventstore.feed import COLUMNS, encode_events, iter_events
+from eventstore.feed import encode_events, iter_events
+from eventstore.import_lines import (
+    PARALLEL_BYTES,
+    STDIN,
+    Checked,
+    Numbered,
+    Problem,
+    checked_chunks,
+)
 from eventstore.location import LogLocation, open_log_reader
-from eventstore.log import EventRow, append_rows, event_row, sha256_hex
-from eventstore.records import EventRecord
+from eventstore.log import append_rows, insert_rows
 from eventstore.sql import Sql
 from eventstore.timefmt import now_iso
 
@@ -70,8 +69,6 @@ GZIP_LEVEL = 3
 SYNC_BYTES = 32 << 20
 IMPORT_BATCH = 5000
 EXPORT_BATCH = 5000
-GZIP_MAGIC = b"\x1f\x8b"
-READ_CHUNK = 4 << 20
 
 # Export ---------------------------------------------------------------------------------------
 
@@ -183,174 +180,6 @@ def export_log(
 
 # Import ---------------------------------------------------------------------------------------
 
-_STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
-_SCALAR = rb"(?:" + _STRING + rb"|-?[0-9][0-9.eE+-]*|null|true|false)"
-_BEFORE_BODY = re.compile(rb"\{(?:" + _STRING + rb":" + _SCALAR + rb",)*\"body\":", re.DOTALL)
-"""The members before ``"body":`` when they are all scalars, as :func:`event_json` writes."""
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-
-_TEXT_COLUMNS = ("event_type", "object_type", "object_id", "instance_id", "occurred_at",
-                 "quarantine_reason")  # fmt: skip
-
-
-class BadLine(ValueError):
-    """Why one line cannot be imported (the caller adds its number)."""
-
-
-def _parse_line(line: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        try:  # nested past orjson's 1,024 levels (a body at the limit, inside the line)
-            value = json.loads(line)
-        except (ValueError, RecursionError):
-            if line.lstrip().startswith(b"{") and not line.rstrip().endswith(b"}"):
-                raise BadLine("not a whole JSON object (the line is cut short)") from None
-            raise BadLine("not JSON") from None
-    if not isinstance(value, dict):
-        raise BadLine(f"a JSON {type(value).__name__}, not an object")
-    return value
-
-
-def _raw_body(line: bytes, fields: dict[str, Any]) -> bytes:
-    """The body's exact bytes, as they stand in ``line``."""
-    if "body_text" in fields:
-        text = fields["body_text"]
-        if not isinstance(text, str):
-            raise BadLine("body_text must be a string")
-        return text.encode()
-    if "body_base64" in fields:
-        try:
-            return base64.b64decode(fields["body_base64"], validate=True)
-        except (binascii.Error, TypeError, ValueError):
-            raise BadLine("body_base64 is not base64") from None
-    if "body" not in fields:
-        raise BadLine("no body (body, body_text or body_base64)")
-    end = line.rstrip()
-    start = line.find(b',"body":') + 8
-    if start == 7 or b"{" in line[1:start] or b"[" in line[1:start]:  # not as we write it
-        match = _BEFORE_BODY.match(line)
-        start = match.end() if match is not None else 0
-    if not start or next(reversed(fields)) != "body" or not end.endswith(b"}"):
-        raise BadLine("the body is not the line's last member, so its exact bytes are unknown; "
-                      "use body_text for a body of another shape")  # fmt: skip
-    return end[start:-1]
-
-
-def _text(fields: dict[str, Any], name: str, required: bool = False) -> str | None:
-    value = fields.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value:
-        raise BadLine(f"{name} must be a non-empty string")
-    return value
-
-
-def _integer(fields: dict[str, Any], name: str) -> int:
-    value = fields.get(name)
-    if type(value) is not int:
-        raise BadLine(f"{name} must be an integer")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class Line:
-    row: EventRow
-    """The event's ``events`` values (:data:`eventstore.log.EVENT_COLUMNS` order)."""
-    source_position: int
-
-
-def _texts(fields: dict[str, Any]) -> list[str | None]:
-    """The values of :data:`_TEXT_COLUMNS`: each a non-empty string or null."""
-    values = [fields.get(name) for name in _TEXT_COLUMNS]
-    for name, value in zip(_TEXT_COLUMNS, values, strict=True):
-        if value is not None and (type(value) is not str or not value):
-            raise BadLine(f"{name} must be a non-empty string or null")
-    return values
-
-
-_BODY = b',"body":'
-_OPTIONAL = (str, type(None))
-_ORDINARY_TYPES = frozenset(
-    (int, str, str, a, b, c, d, str, int, str, str, type(None))
-    for a, b, c, d in itertools.product(_OPTIONAL, repeat=4)
-)
-"""The types of an ``ok`` line's columns (``position`` ... ``quarantine_reason``; ``chain`` is
-the target's own, never read): ``object_type``, ``object_id``, ``instance_id`` and
-``occurred_at`` may be null."""
-
-
-def read_line(line: bytes) -> Line:
-    """The event on one line of an export, checked.
-
-    :raises BadLine: why it cannot be imported.
-    """
-    return _ordinary_line(line) or _checked_line(line)
-
-
-def _ordinary_line(line: bytes) -> Line | None:
-    """The line as export writes nearly every one (an ``ok`` event on one line: its columns,
-    then its body, byte-exact), read with two small parses instead of one of the whole line;
-    None for any other line, or one that fails any check: :func:`_checked_line` then reads it
-    again and says why. So this accepts only lines that that path accepts too."""
-    start, end = line.find(_BODY), line.rstrip()
-    if start < 0 or line.find(b"{", 1, start) >= 0 or line.find(b"[", 1, start) >= 0:
-        return None
-    body = end[start + 8 : -1]
-    try:
-        fields, document = orjson.loads(line[:start] + b"}"), orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not (end.endswith(b"}") and type(fields) is dict and tuple(fields) == COLUMNS
-            and type(document) is dict and type(document.get("type")) is str):  # fmt: skip
-        return None
-    values = tuple(fields.values())
-    if tuple(map(type, values[:12])) not in _ORDINARY_TYPES or "" in values:
-        return None  # a column of another type, or empty: the checked path says which
-    (position, event_id, event_type, object_type, object_id, instance_id, occurred_at,
-     received_at, svix_timestamp, digest, status, reason, _) = values  # fmt: skip
-    if status != "ok" or sha256_hex(body) != digest:
-        return None
-    row = (event_id, event_type, object_type, object_id, instance_id, occurred_at, received_at,
-           svix_timestamp, body, digest, status, reason)  # fmt: skip
-    return Line(row, position)
-
-
-def _checked_line(line: bytes) -> Line:
-    """:func:`read_line` for any line, checking each rule in turn to say which one fails."""
-    fields = _parse_line(line)
-    body = _raw_body(line, fields)
-    digest = fields.get("body_sha256")
-    if type(digest) is not str or _HEX64.fullmatch(digest) is None:
-        raise BadLine("body_sha256 must be 64 lowercase hex digits")
-    if sha256_hex(body) != digest:
-        raise BadLine("the body does not match its body_sha256")
-    event_type, object_type, object_id, instance_id, occurred_at, reason = _texts(fields)
-    status = fields.get("status")
-    if status == "ok":
-        if reason is not None or event_type is None:
-            raise BadLine("an ok event needs an event_type and no quarantine_reason")
-        exact = "body_text" not in fields and "body_base64" not in fields
-        parsed = fields.get("body") if exact else None  # else: body is a copy, if any
-        if not (type(parsed) is dict and type(parsed.get("type")) is str):
-            try:
-                parse_document(body)
-            except NotAnEvent as error:
-                raise BadLine(f"status is ok but the body is not an event: {error}") from None
-    elif status == "quarantined":
-        if reason is None:
-            raise BadLine("a quarantined event needs its quarantine_reason")
-    else:
-        raise BadLine("status must be ok or quarantined")
-    record = EventRecord(
-        _text(fields, "event_id", required=True) or "",
-        event_type, object_type, object_id, instance_id, occurred_at,
-        _text(fields, "received_at", required=True) or "",
-        _integer(fields, "svix_timestamp"),
-        body, digest, status, reason,
-    )  # fmt: skip
-    return Line(event_row(record), _integer(fields, "position"))
-
 
 @dataclass(slots=True)
 class ImportResult:
@@ -361,41 +190,6 @@ class ImportResult:
     last: int | None = None
 
 
-STDIN = "-"
-"""The FILE that means standard input (``clerk-audit export | clerk-audit import -``)."""
-
-
-def _opened(path: Path) -> io.BufferedReader:
-    if str(path) == STDIN:
-        return io.BufferedReader(io.FileIO(os.dup(sys.stdin.fileno()), "rb"))
-    return open(path, "rb")
-
-
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """``(number, line)`` for each non-empty line, gunzipped if it is gzip (whatever its
-    name); a corrupt gzip stream is refused. Read :data:`READ_CHUNK` bytes at a time and split
-    in C: line by line, a buffered file makes a system call every few lines of 3 KB."""
-    number = 0
-    with _opened(path) as raw:
-        zipped = raw.peek(2)[:2] == GZIP_MAGIC
-        source: io.BufferedIOBase = gzip.GzipFile(fileobj=raw, mode="rb") if zipped else raw
-        rest = b""
-        try:  # read1: a stream broken further on still gives what comes before the break
-            while chunk := source.read1(READ_CHUNK):
-                lines = (rest + chunk).split(b"\n")
-                rest = lines.pop()
-                first = number + 1
-                for number, line in enumerate(lines, start=first):
-                    if line.strip():
-                        yield number, line
-            if rest.strip():
-                yield number + 1, rest
-        except (OSError, EOFError) as error:
-            raise ImportRefused(f"{path}: cannot read after line {number}: {error}") from None
-        finally:
-            source.close()
-
-
 class _Importer:
     def __init__(self, conn: Sql, db_path: LogLocation, source: str) -> None:
         self._conn = conn
@@ -404,14 +198,14 @@ class _Importer:
         self._import_id: int | None = None
         self.result = ImportResult()
 
-    def write(self, batch: list[tuple[int, Line]]) -> tuple[int, str] | None:
+    def write(self, batch: list[Numbered]) -> tuple[int, str] | None:
         """Append ``batch`` in one transaction; a conflicting ``event_id`` stops it there:
         what comes before is written, and ``(line number, problem)`` is returned."""
         if not batch:
             return None
         with log_transaction(self._conn, self._db_path):
             self._conn.execute("SAVEPOINT batch")
-            results = append_rows(self._conn, [line.row for _, line in batch])
+            results = append_rows(self._conn, [row for _, row, _ in batch])
             refused = next(
                 (i for i, result in enumerate(results) if not isinstance(result, tuple)), None
             )
@@ -420,15 +214,15 @@ class _Importer:
                 problem = (batch[refused][0], str(results[refused]))
                 self._conn.execute("ROLLBACK TO batch")
                 batch = batch[:refused]
-                results = append_rows(self._conn, [line.row for _, line in batch])
+                results = append_rows(self._conn, [row for _, row, _ in batch])
             self._conn.execute("RELEASE batch")
             self._mark(batch, results)
         return problem
 
-    def _mark(self, batch: list[tuple[int, Line]], results: list[Any]) -> None:
+    def _mark(self, batch: list[Numbered], results: list[Any]) -> None:
         stored = [
-            (position, line.source_position)
-            for (_, line), (status, position) in zip(batch, results, strict=True)
+            (position, source)
+            for (_, _, source), (status, position) in zip(batch, results, strict=True)
             if status == "stored"
         ]
         self.result.lines += len(batch)
@@ -440,8 +234,9 @@ class _Importer:
                 "INSERT INTO imports (imported_at, source) VALUES (?, ?) RETURNING id",
                 (now_iso(), self._source),
             ).fetchone()
-        self._conn.executemany(
-            "INSERT INTO imported_events (position, import_id, source_position) VALUES (?, ?, ?)",
+        insert_rows(
+            self._conn,
+            "INSERT INTO imported_events (position, import_id, source_position)",
             [(position, self._import_id, source) for position, source in stored],
         )
         self.result.imported += len(stored)
@@ -449,47 +244,17 @@ class _Importer:
         self.result.last = stored[-1][0]
 
 
-Numbered = list[tuple[int, bytes]]
-Problem = tuple[int, str]
-"""A line's number and why it was refused."""
-
-
-def _batches(path: Path) -> Iterator[Numbered]:
-    """The file's non-empty lines, numbered, :data:`IMPORT_BATCH` at a time (when the file
-    cannot be read further, the lines read before, then the error)."""
-    batch: Numbered = []
-    try:
-        for numbered in _lines(path):
-            batch.append(numbered)
-            if len(batch) >= IMPORT_BATCH:
-                yield batch
-                batch = []
-    except ImportRefused:
-        if batch:
-            yield batch
-        raise
-    if batch:
-        yield batch
-
-
-def _read_batch(batch: Numbered) -> tuple[list[tuple[int, Line]], Problem | None]:
-    """The events of ``batch`` up to its first bad line, and that line's problem if any."""
-    read: list[tuple[int, Line]] = []
-    for number, line in batch:
-        try:
-            read.append((number, read_line(line)))
-        except BadLine as problem:
-            return read, (number, str(problem))
-    return read, None
-
-
 def import_file(
-    db_path: LogLocation, path: Path, progress: Callable[[ImportResult], None] | None = None
+    db_path: LogLocation,
+    path: Path,
+    progress: Callable[[ImportResult], None] | None = None,
+    *,
+    parallel_after: int = PARALLEL_BYTES,
 ) -> ImportResult:
     """Import the export at ``path`` into the log at ``db_path`` (created if missing).
 
-    A thread reads and checks the next batch while this one is written: SQLite leaves the
-    interpreter's lock while it inserts, so checking (JSON, SHA-256) and inserting overlap.
+    Lines are checked a few chunks ahead of the writing (``eventstore.import_lines``: on worker
+    processes past ``parallel_after`` bytes), and written :data:`IMPORT_BATCH` or so at a time.
 
     :raises ImportRefused: a line cannot be imported: the lines before it are.
     """
@@ -498,30 +263,56 @@ def import_file(
     conn = open_log(db_path)
     try:
         importer = _Importer(conn, db_path, path.name)
-        batches = _batches(path)
-        with ThreadPoolExecutor(1, thread_name_prefix="clerk-audit-import") as reader:
-            pending: Future[tuple[list[tuple[int, Line]], Problem | None]] | None = None
-            while True:
-                try:
-                    batch = next(batches, None)
-                except ImportRefused:  # the file cannot be read further: keep what was
-                    if pending is not None:
-                        _write(importer, path, *pending.result(), progress)
-                    raise
-                following = reader.submit(_read_batch, batch) if batch else None
-                if pending is not None:
-                    _write(importer, path, *pending.result(), progress)
-                if following is None:
-                    return importer.result
-                pending = following
+        with (
+            _gc_paused(),
+            bulk_appends(conn, db_path),
+            contextlib.closing(checked_chunks(path, parallel_after)) as checked,
+        ):
+            _import(importer, path, checked, progress)
+        return importer.result
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while importing: a batch is thousands of rows, live until
+    written, which every collection walked again (a quarter of the import's CPU), and nothing
+    an import makes holds a cycle."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _import(
+    importer: _Importer,
+    path: Path,
+    checked: Iterator[Checked],
+    progress: Callable[[ImportResult], None] | None,
+) -> None:
+    """Write the checked chunks' events in batches of :data:`IMPORT_BATCH` or more, up to the
+    first bad line or the first line that cannot be read."""
+    batch: list[Numbered] = []
+    try:
+        for read, problem in checked:
+            batch += read
+            if problem is not None or len(batch) >= IMPORT_BATCH:
+                _write(importer, path, batch, problem, progress)
+                batch = []
+    except ImportRefused:  # the file cannot be read further: keep what was
+        _write(importer, path, batch, None, progress)
+        raise
+    _write(importer, path, batch, None, progress)
 
 
 def _write(
     importer: _Importer,
     path: Path,
-    read: list[tuple[int, Line]],
+    read: list[Numbered],
     problem: Problem | None,
     progress: Callable[[ImportResult], None] | None,
 ) -> None:

@@ -12,10 +12,12 @@ import gzip
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -25,13 +27,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventstore import transfer
+from eventstore import import_lines, transfer
 from eventstore.db import open_reader, open_store, transaction
 from eventstore.errors import ImportRefused
 from eventstore.feed import COLUMNS, Filters, encode_events, event_json, read_page
+from eventstore.import_lines import _checked_line, _ordinary_line
 from eventstore.log import append_many, event_record, sha256_hex
 from eventstore.paths import default_projections_path
-from eventstore.transfer import _checked_line, _ordinary_line, export_log, import_file
+from eventstore.transfer import export_log, import_file
 from projections.files import create_empty
 from tests.support import direct
 from tests.support.store import query
@@ -346,28 +349,40 @@ def _ordinary_lines() -> list[bytes]:
 ORDINARY = _ordinary_lines()
 
 
+CHECKERS = pytest.mark.parametrize(
+    "parallel_after", [import_lines.PARALLEL_BYTES, 0], ids=["thread", "processes"]
+)
+"""Lines checked on a thread (a small file), or on checker processes (a large one)."""
+
+
+@CHECKERS
 def test_batches_read_ahead_are_written_in_order_until_a_refusal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel_after: int
 ) -> None:
     monkeypatch.setattr(transfer, "IMPORT_BATCH", 2)
+    monkeypatch.setattr(import_lines, "READ_CHUNK", 1000)  # about a line a chunk
     many = [(f"msg_{n}", envelope("user.updated", f"user_{n}", 1_700_000_000_000 + n))
             for n in range(7)]  # fmt: skip
     fill(tmp_path / "source.db", many)
     export_log(tmp_path / "source.db", tmp_path / "all.ndjson")
     lines = (tmp_path / "all.ndjson").read_bytes().splitlines(keepends=True)
     lines[5] = lines[5].replace(b'"status":"ok"', b'"status":"nope"')
-    message = refused(tmp_path / "t.db", line_file(tmp_path, lines))
+    with pytest.raises(ImportRefused) as caught:
+        import_file(tmp_path / "t.db", line_file(tmp_path, lines), parallel_after=parallel_after)
+    message = str(caught.value)
     assert "line 6: status must be" in message and "5 events before it were" in message
     assert [r["event_id"] for r in events(tmp_path / "t.db")] == [f"msg_{n}" for n in range(5)]
-    result = import_file(tmp_path / "t.db", tmp_path / "all.ndjson")
+    result = import_file(tmp_path / "t.db", tmp_path / "all.ndjson", parallel_after=parallel_after)
     assert (result.imported, result.skipped) == (2, 5)
     assert events(tmp_path / "t.db") == events(tmp_path / "source.db")
 
 
+@CHECKERS
 def test_the_lines_before_a_broken_gzip_stream_are_imported(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel_after: int
 ) -> None:
     monkeypatch.setattr(transfer, "IMPORT_BATCH", 2)
+    monkeypatch.setattr(import_lines, "READ_CHUNK", 4096)
     many = [(f"msg_{n}", envelope("user.updated", f"user_{n}", 1_700_000_000_000 + n,
                                   note=os.urandom(300).hex())) for n in range(40)]  # fmt: skip
     fill(tmp_path / "source.db", many)
@@ -375,7 +390,7 @@ def test_the_lines_before_a_broken_gzip_stream_are_imported(
     whole = (tmp_path / "all.ndjson.gz").read_bytes()
     (tmp_path / "cut.ndjson.gz").write_bytes(whole[: len(whole) * 2 // 3])
     with pytest.raises(ImportRefused, match=r"cannot read after line (\d+)") as caught:
-        import_file(tmp_path / "t.db", tmp_path / "cut.ndjson.gz")
+        import_file(tmp_path / "t.db", tmp_path / "cut.ndjson.gz", parallel_after=parallel_after)
     read = int(re.search(r"after line (\d+)", str(caught.value)).group(1))  # type: ignore[union-attr]
     assert 0 < read < 40
     assert [r["event_id"] for r in events(tmp_path / "t.db")] == [f"msg_{n}" for n in range(read)]
@@ -390,3 +405,85 @@ def test_a_page_joined_once_equals_its_events_one_by_one(tmp_path: Path, one_lin
         expected = b"[" + separator.join(event_json(row, one_line) for row in rows) + b"]"
         assert encode_events(rows, one_line, separator, b"[", b"]") == expected
     assert encode_events([], one_line, b",", b"[", b"]") == b"[]"
+
+
+def many(count: int, note_bytes: int = 300) -> list[tuple[str, bytes]]:
+    return [(f"msg_{n:06d}", envelope("user.updated", f"user_{n % 50}", 1_700_000_000_000 + n,
+                                      note=os.urandom(note_bytes // 2).hex()))
+            for n in range(count)]  # fmt: skip
+
+
+def test_checker_processes_import_what_a_thread_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks dealt to several checker processes come back in order: the same events, the
+    same positions and chain, a conflict named by its line, as when checked on a thread."""
+    monkeypatch.setattr(import_lines, "READ_CHUNK", 8192)
+    monkeypatch.setattr(import_lines, "_checkers", lambda: 3)
+    fill(tmp_path / "source.db", many(200) + BODIES)
+    export_log(tmp_path / "source.db", tmp_path / "all.ndjson")
+    result = import_file(tmp_path / "copy.db", tmp_path / "all.ndjson", parallel_after=0)
+    assert (result.imported, result.first, result.last) == (210, 1, 210)
+    assert events(tmp_path / "copy.db") == events(tmp_path / "source.db")
+
+    fill(tmp_path / "other.db", [("msg_000150", b'{"type":"user.deleted"}')])
+    with pytest.raises(ImportRefused, match="line 151: event msg_000150 is already stored"):
+        import_file(tmp_path / "other.db", tmp_path / "all.ndjson", parallel_after=0)
+    assert len(events(tmp_path / "other.db")) == 151
+
+
+def _journal_seen(target: Path) -> tuple[list[bool], Any]:
+    """A progress callback noting, after each batch, whether the log has a WAL file."""
+    seen: list[bool] = []
+    return seen, lambda _: seen.append(Path(f"{target}-wal").exists())
+
+
+def test_an_import_alone_writes_each_page_once_and_leaves_the_wal_mode(tmp_path: Path) -> None:
+    """With no other connection, the appends go through a rollback journal (no WAL to copy
+    into the file afterwards); the log is in WAL mode again at the end."""
+    fill(tmp_path / "source.db", many(30))
+    export_log(tmp_path / "source.db", tmp_path / "all.ndjson")
+    target = tmp_path / "target.db"
+    seen, progress = _journal_seen(target)
+    import_file(target, tmp_path / "all.ndjson", progress)
+    assert seen and not any(seen)
+    with closing(sqlite3.connect(target)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert events(target) == events(tmp_path / "source.db")
+
+
+def test_an_import_beside_a_reader_keeps_the_wal(tmp_path: Path) -> None:
+    """A log another connection has open (the server, the projector) stays in WAL mode, and
+    its reader sees the imported events."""
+    bodies = many(30)
+    fill(tmp_path / "source.db", bodies)
+    export_log(tmp_path / "source.db", tmp_path / "all.ndjson")
+    target = tmp_path / "target.db"
+    fill(target, bodies[:1])
+    seen, progress = _journal_seen(target)
+    with closing(open_reader(target)) as reader:
+        assert reader.execute("SELECT count(*) FROM events").fetchone() == (1,)
+        result = import_file(target, tmp_path / "all.ndjson", progress)
+        assert reader.execute("SELECT count(*) FROM events").fetchone() == (30,)
+    assert (result.imported, result.skipped) == (29, 1)
+    assert seen and all(seen)
+
+
+def test_an_import_killed_midway_leaves_a_log_that_verifies_and_resumes(tmp_path: Path) -> None:
+    source, target = tmp_path / "source.db", tmp_path / "target.db"
+    fill(source, many(20_000, note_bytes=1200))
+    export_log(source, tmp_path / "all.ndjson")
+    env = {k: v for k, v in os.environ.items() if k != "CLERK_AUDIT_DB"}
+    process = subprocess.Popen([str(CLI), "import", "--db", str(target),
+                                str(tmp_path / "all.ndjson")], env=env)  # fmt: skip
+    while process.poll() is None and (not target.exists() or target.stat().st_size < 12 << 20):
+        time.sleep(0.005)
+    process.kill()
+    assert process.wait() == -signal.SIGKILL, "the import ended before it could be killed"
+    verify = clerk_audit("verify", "--db", str(target))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    kept = len(events(target))
+    assert 0 < kept < 20_000
+    result = import_file(target, tmp_path / "all.ndjson")
+    assert (result.imported, result.skipped) == (20_000 - kept, kept)
+    assert events(target) == events(source)

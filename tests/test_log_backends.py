@@ -5,6 +5,8 @@ commands run as an operator runs them, ``--db`` a path or a ``postgresql://`` UR
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from contextlib import closing
 from pathlib import Path
@@ -17,6 +19,7 @@ from eventstore.location import LogLocation, PostgresLog
 from eventstore.writer import AppendJob, append_jobs
 from projections.rebuild import rebuild
 from tests.support.direct import RECEIVED
+from tests.support.server import running_server
 from tests.support.store import query
 from tests.test_redaction import CLI, MAYA, MAYA_IP, PERSONAL, RELAY, TOMAS, _events
 
@@ -114,11 +117,49 @@ def test_an_edit_around_the_database_is_named_by_position(log: LogLocation, tmp_
 
 
 def test_a_command_that_reads_the_sqlite_file_itself_refuses_a_url(pg_log: PostgresLog) -> None:
-    """``stats`` (and the other SQLite-only commands) say so in one line, not a traceback, and
-    never print the URL's password."""
+    """``backfill`` (and the other SQLite-only commands) say so in one line, not a traceback,
+    and never print the URL's password."""
     with_password = pg_log.url.replace("postgres@", "postgres:hunter2@")
-    done = subprocess.run([str(CLI), "stats", "--db", with_password], capture_output=True,
+    done = subprocess.run([str(CLI), "backfill", "--db", with_password], capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2
-    assert "`clerk-audit stats` works on a SQLite log only" in done.stderr
+    assert "`clerk-audit backfill` works on a SQLite log only" in done.stderr
     assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+
+
+def _count(output: str, name: str) -> int:
+    match = re.search(rf"^\s*{name}\s+(\d+)\b", output, re.MULTILINE)
+    assert match, output
+    return int(match.group(1))
+
+
+def test_send_serve_checkpoints_stats_and_checkpoint_take_either_log(
+    log: LogLocation, tmp_path: Path
+) -> None:
+    """``send --db`` finds the development secret ``serve`` made (beside the projections file
+    for a PostgreSQL log), ``serve --checkpoint-dir`` writes its last checkpoint on stopping,
+    and ``stats`` and ``checkpoint`` read the log, a path or a URL alike."""
+    (tmp_path / "data").mkdir()
+    folder = tmp_path / "checkpoints"
+    env = {"CLERK_AUDIT_CHECKPOINT_DIR": str(folder), "CLERK_AUDIT_CHECKPOINT_EVERY": "1000"}
+
+    def run(*args: str) -> str:
+        done = subprocess.run([str(CLI), *args[:1], "--db", _db(log), *args[1:]], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        return _ok(done)
+
+    with running_server(log, None, env=env, cwd=tmp_path) as server:
+        sent = run("send", "--url", server.ingest_url, "user.created", "session.created")
+        assert sent.count(": 200 ") == 2, sent
+        server.wait_projected()
+    (written,) = folder.iterdir()
+    assert written.name == "checkpoint-000000000002.json"
+
+    shown = run("stats")
+    assert (_count(shown, "events"), _count(shown, "stored"), _count(shown, "users")) == (2, 2, 1)
+    assert re.search(r"projected up to position +2 +\(lag 0 events\)", shown), shown
+    taken = json.loads(run("checkpoint"))
+    assert (taken["position"], taken["chain"]) == (2, json.loads(written.read_text())["chain"])
+    assert "extends the checkpoint at position 2" in run("verify", "--against", str(written))
+    kinds = [row["kind"] for row in query(log, "SELECT kind FROM integrity_checks ORDER BY id")]
+    assert kinds == ["checkpoint", "checkpoint", "verify"]

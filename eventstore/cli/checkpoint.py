@@ -17,17 +17,16 @@ from eventstore.checkpoints import (
     note_check,
     sign,
 )
-from eventstore.cli.options import db_option
-from eventstore.db import open_reader
+from eventstore.cli.options import log_option
 from eventstore.errors import ConfigurationError
-from eventstore.location import LogLocation
+from eventstore.location import LogLocation, open_log_reader
 from eventstore.log import chain_head
 from eventstore.timefmt import now_iso
 
 
-def take_checkpoint(db_path: Path, key_file: Path | None) -> Checkpoint:
+def take_checkpoint(db_path: LogLocation, key_file: Path | None) -> Checkpoint:
     """The log's chain head now, signed with the key in ``key_file`` if given."""
-    with closing(open_reader(db_path)) as conn:
+    with closing(open_log_reader(db_path)) as conn:
         position, head = chain_head(conn)
     checkpoint = Checkpoint(position, head.hex(), now_iso())
     return sign(checkpoint, load_private_key(key_file)) if key_file else checkpoint
@@ -46,7 +45,7 @@ def configured_key() -> Path | None:
 
 
 @click.command("checkpoint")
-@db_option
+@log_option
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Write it here.")
 @click.option(
     "--new-key",
@@ -54,7 +53,7 @@ def configured_key() -> Path | None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Create an Ed25519 signing key in this file (its public key in FILE.pub), then exit.",
 )
-def command(db_path: Path, out: Path | None, key_to_create: Path | None) -> None:
+def command(db_path: LogLocation, out: Path | None, key_to_create: Path | None) -> None:
     """Write the log's chain head (position, chain value, time) as JSON, to --out or stdout.
 
     Signed with Ed25519 when CLERK_AUDIT_SIGNING_KEY names a key file. Keep checkpoints where

@@ -10,10 +10,12 @@ from pathlib import Path
 import click
 import httpx
 
-from eventstore.cli.options import db_option
+from eventstore.cli.options import log_option, projections_option
 from eventstore.errors import ConfigurationError, SendFailed
+from eventstore.location import LogLocation
+from eventstore.paths import projections_path
 from eventstore.samples import sample_body, sample_event_id, sample_names
-from eventstore.settings import SECRET_ENV, configured_secrets
+from eventstore.settings import SECRET_ENV, configured_secrets, dev_secret_home
 from eventstore.signing_secrets import (
     SigningSecret,
     dev_secret_path,
@@ -24,12 +26,13 @@ from eventstore.verify import sign
 DEFAULT_URL = "http://127.0.0.1:8000/webhooks/clerk"
 
 
-def _secrets(flag: str | None, db_path: Path) -> tuple[SigningSecret, ...]:
-    """As the server resolves them, but never creating the development secret."""
+def _secrets(flag: str | None, home: Path) -> tuple[SigningSecret, ...]:
+    """As the server resolves them, but never creating the development secret (beside
+    ``home``: :func:`eventstore.settings.dev_secret_home`)."""
     configured = configured_secrets(flag, os.environ)
     if configured is not None:
         return configured
-    path = dev_secret_path(db_path)
+    path = dev_secret_path(home)
     if not path.exists():
         raise ConfigurationError(
             f"no signing secret: set {SECRET_ENV}, or start `clerk-audit serve` once "
@@ -65,9 +68,16 @@ def _post(client: httpx.Client, url: str, secrets: tuple[SigningSecret, ...],
 @click.option("--url", default=DEFAULT_URL, show_default=True, help="The ingest route.")
 @click.option("--secret", help=f"Secret(s) to sign with [default: {SECRET_ENV}, else the "
               "development secret beside the store].")  # fmt: skip
-@db_option
+@log_option
+@projections_option
 @click.argument("events", nargs=-1, required=True, metavar="NAME_OR_FILE...")
-def command(url: str, secret: str | None, db_path: Path, events: tuple[str, ...]) -> None:
+def command(
+    url: str,
+    secret: str | None,
+    db_path: LogLocation,
+    projections_db: Path | None,
+    events: tuple[str, ...],
+) -> None:
     """Sign Clerk events with svix and POST them to a running server.
 
     A NAME is a shipped sample (listed below), sent with its own svix-id, so sending it twice
@@ -77,7 +87,8 @@ def command(url: str, secret: str | None, db_path: Path, events: tuple[str, ...]
     Example:
         clerk-audit send user.created organizationMembership.created
     """
-    secrets = _secrets(secret, db_path)
+    home = dev_secret_home(db_path, projections_path(db_path, projections_db))
+    secrets = _secrets(secret, home)
     failed = 0
     with httpx.Client(timeout=20) as client:
         for name in events:

@@ -13,9 +13,8 @@ from eventstore.backends import prepare_log
 from eventstore.checkpointer import Checkpointer
 from eventstore.cli.options import log_option, projections_option
 from eventstore.cli.stopping import unwinding_on_stop
-from eventstore.errors import ConfigurationError
 from eventstore.http_server import run_server
-from eventstore.location import LogLocation, PostgresLog
+from eventstore.location import LogLocation
 from eventstore.paths import projections_path
 from eventstore.settings import LOG_FORMAT, checkpoint_policy, configured_instance, load_settings
 from eventstore.supervisor import ProjectorProcess
@@ -80,17 +79,13 @@ def command(
     settings = load_settings(db_path, projections, secret=secret, announce=_say)
     policy = checkpoint_policy(checkpoint_dir)
     instance = configured_instance()  # a malformed one stops here, not in the projector
-    if policy is not None and isinstance(db_path, PostgresLog):
-        raise ConfigurationError("--checkpoint-dir: checkpoints of a PostgreSQL log are not "
-                                 "written by serve yet (see the README)")  # fmt: skip
     prepare_log(db_path, settings.busy_timeout_ms)
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     app = create_app(settings)
     _say(f"log {db_path}, projections {projections}; ingest route POST /webhooks/clerk")
     if instance is not None:
         _say(f"projecting the events of instance {instance} only (CLERK_AUDIT_INSTANCE_ID)")
-    sqlite = db_path if isinstance(db_path, Path) else None
-    checkpoints = Checkpointer(sqlite, policy) if policy and sqlite else nullcontext()
+    checkpoints = Checkpointer(db_path, policy) if policy else nullcontext()
     projecting = ProjectorProcess(db_path, projections) if projector else nullcontext()
     with unwinding_on_stop(), projecting, checkpoints:
         run_server(app, host=host, port=port, log_level=log_level)

@@ -6,16 +6,17 @@ from pathlib import Path
 
 import click
 
-from eventstore.cli.options import db_option, projections_option
+from eventstore.cli.options import log_option, projections_option
+from eventstore.location import LogLocation
 from eventstore.paths import projections_path
 from eventstore.stats import read_log_stats
 from projections.progress import projection_rows, read_progress
 
 
 @click.command("stats")
-@db_option
+@log_option
 @projections_option
-def command(db_path: Path, projections_db: Path | None) -> None:
+def command(db_path: LogLocation, projections_db: Path | None) -> None:
     """Count events, deliveries by outcome, quarantined events, projection rows, the
     projections' lag behind the log and their errors.
 

@@ -63,7 +63,14 @@ from projections.schema import (
 from projections.shards import derive_part, merge_history, staged_versions
 from projections.tables import create_search, create_tables, set_checkpoint
 from projections.winners import winners
-from projections.workers import Pool, job_connection, part_connection, worker_pool, workers_for
+from projections.workers import (
+    Pool,
+    job_connection,
+    part_connection,
+    part_page_size,
+    worker_pool,
+    workers_for,
+)
 
 Progress = Callable[[int], None]
 """Told how many more events were read."""
@@ -212,7 +219,7 @@ def fold_part(log: str, part: str, after: int, upto: int, instance: str | None =
     not be folded and the candidates whose row could not be made."""
     chunk = _Chunk()
     source = job_connection(log)
-    out = part_connection(Path(part))
+    out = part_connection(Path(part), upto - after)
     count = 0
     try:
         out.execute(timeline_ddl(TIMELINE))
@@ -281,10 +288,11 @@ def _timeline(
     return count, unmade
 
 
-def _stage(conn: sqlite3.Connection, file: Path) -> None:
+def _stage(conn: sqlite3.Connection, file: Path, upto: int) -> None:
     """Attach the stage file, which collects every part file's candidate entity rows."""
     conn.execute("ATTACH DATABASE ? AS stage", (str(part_path(file, _STAGE)),))
-    for pragma in ("page_size = 65536", "journal_mode = OFF", "synchronous = OFF"):
+    pragmas = (f"page_size = {part_page_size(upto)}", "journal_mode = OFF", "synchronous = OFF")
+    for pragma in pragmas:
         conn.execute(f"PRAGMA {_STAGE}.{pragma}")
     conn.execute("BEGIN")
     for table in _SPECS:
@@ -332,13 +340,14 @@ def _deletes(conn: sqlite3.Connection, table: str) -> dict[str, str | None]:
     return dict(conn.execute(sql, (table,)).fetchall())
 
 
-def _derive(run: Pool, file: Path) -> Callable[[], list[Path]]:
+def _derive(run: Pool, file: Path, upto: int) -> Callable[[], list[Path]]:
     """Start deriving the history from the staged versions, a shard per worker; returns a
     function that waits for the part files."""
     shards = max(1, run.workers)
     parts = [part_path(file, f"h{shard}") for shard in range(shards)]
     stage = str(part_path(file, _STAGE))
-    jobs = [(stage, _STAGED_VERSIONS, str(p), n, shards) for n, p in enumerate(parts)]
+    jobs = [(stage, _STAGED_VERSIONS, str(p), n, shards, upto // shards)
+            for n, p in enumerate(parts)]  # fmt: skip
     wait = run.start(derive_part, jobs)
     return lambda: [parts[n] for n, _ in enumerate(wait())]
 
@@ -391,11 +400,11 @@ def build(
         conn.execute("BEGIN")
         create_tables(conn, instance)
         conn.execute("COMMIT")
-        _stage(conn, file)
+        _stage(conn, file, upto)
         with worker_pool(workers_for(upto, workers)) as run:
             count, unmade = _timeline(conn, run, log, file, upto, progress, instance)
             _entities(conn, unmade)
-            derived = _derive(run, file)
+            derived = _derive(run, file, upto)
             _load(conn)
             parts = derived()
         conn.execute(f"DETACH DATABASE {_STAGE}")

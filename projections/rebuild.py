@@ -23,7 +23,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eventstore.db import open_reader
+from eventstore.db import open_reader, translate
 from eventstore.errors import ConfigurationError
 from eventstore.location import LogLocation, open_log_reader
 from eventstore.log import log_position
@@ -92,9 +92,11 @@ def rebuild(
                 if check:
                     return _check(log_path, projections_path, new, job)
                 return _replace(log_path, projections_path, new, job)
-        except BaseException:
+        except BaseException as error:
             remove(new)
             remove_parts(new)
+            if isinstance(error, sqlite3.Error):  # e.g. a full disk: one line, not a traceback
+                raise translate(error, new) from error
             raise
 
 

@@ -46,12 +46,13 @@ def _entities(rows: Iterator[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]
         yield list(versions)
 
 
-def derive_part(stage: str, table: str, part: str, shard: int, shards: int) -> None:
-    """(Run by a worker.) Derive the history of the entities of ``shard`` from the version
-    rows staged in ``table`` of the file ``stage`` into the part file ``part``."""
+def derive_part(stage: str, table: str, part: str, shard: int, shards: int, events: int) -> None:
+    """(Run by a worker.) Derive the history of the entities of ``shard`` (of about ``events``
+    events) from the version rows staged in ``table`` of the file ``stage`` into the part
+    file ``part``."""
     # immutable: nothing writes the stage file any more, and it is read without locks
     source = sqlite3.connect(f"{Path(stage).resolve().as_uri()}?immutable=1", uri=True)
-    out = _part(Path(part))
+    out = _part(Path(part), events)
     where, params = _shard(shard, shards)
     try:
         cursor = source.execute(
@@ -71,8 +72,8 @@ def derive_part(stage: str, table: str, part: str, shard: int, shards: int) -> N
         source.close()
 
 
-def _part(path: Path) -> sqlite3.Connection:
-    out = part_connection(path)
+def _part(path: Path, events: int) -> sqlite3.Connection:
+    out = part_connection(path, events)
     for table in _DERIVED:
         out.execute(table_ddl(table, table))
     out.execute(f"CREATE TABLE {SENTENCES} (position INTEGER PRIMARY KEY, summary TEXT)")

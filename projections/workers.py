@@ -42,6 +42,10 @@ PART_CACHE_KIB = 65_536
 """A part file's pages and cache: a chunk's rows stay in memory until its one commit, written
 out in few large pages (measured: half the CPU of an insert with 4 KiB pages and the 2 MiB
 default cache)."""
+SMALL_PART_EVENTS = 10_000
+"""Below this many events a part file keeps SQLite's 4 KiB pages: each of its tables takes at
+least a page, and 64 KiB pages would make a small log's rebuild need megabytes of scratch
+space beside the projections file."""
 
 
 def default_workers() -> int:
@@ -63,12 +67,18 @@ def job_connection(path: str) -> sqlite3.Connection:
     return open_reader(Path(path))
 
 
-def part_connection(path: Path) -> sqlite3.Connection:
-    """A new part file: written once by one process, read once by another, then deleted."""
+def part_page_size(events: int) -> int:
+    """The page size of a part file made from ``events`` events of the log."""
+    return PART_PAGE_SIZE if events >= SMALL_PART_EVENTS else 4_096
+
+
+def part_connection(path: Path, events: int) -> sqlite3.Connection:
+    """A new part file, made from ``events`` events of the log: written once by one process,
+    read once by another, then deleted."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute(f"PRAGMA page_size = {PART_PAGE_SIZE}")
+    conn.execute(f"PRAGMA page_size = {part_page_size(events)}")
     conn.execute(f"PRAGMA cache_size = -{PART_CACHE_KIB}")
     conn.execute("PRAGMA journal_mode = OFF")
     conn.execute("PRAGMA synchronous = OFF")

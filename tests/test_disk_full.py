@@ -15,15 +15,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.direct import append_all, new_store
 from tests.support.ingest import new_agent, signed
 from tests.support.server import Server, running_server
 from tests.support.signing import new_event_id, new_secret
 from tests.support.store import deliveries_by_agent
 from tests.test_crashes import (
+    DIGEST,
     assert_all_acked_stored,
     assert_converged,
     body_for,
+    cli,
     health,
+    live_digest,
     seeded,
     wait_caught_up,
 )
@@ -169,3 +173,37 @@ def test_a_full_disk_under_the_projections_stops_neither_ingest_nor_health_and_t
         assert health(server, client)["projection_errors"] == 0
         assert_all_acked_stored(db_path, acked)
         assert_converged(db_path, position, projections)
+
+
+def _files(folder: Path) -> set[Path]:
+    """The files in ``folder`` but lock files (empty, and left for the next run to take)."""
+    return {path for path in folder.iterdir() if not path.name.endswith("-lock")}
+
+
+def test_a_rebuild_on_a_full_disk_fails_in_one_line_and_leaves_the_projections_as_they_were(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    rng = seeded("rebuild on a full disk")
+    db_path = tmp_path / "audit.db"
+    conn = new_store(db_path)
+    append_all(conn, [(new_event_id(), body_for(rng)) for _ in range(60)])
+    conn.close()
+    projections = small_disk / "audit.projections.db"
+    where = ("--db", str(db_path), "--projections-db", str(projections))
+    assert cli("project", *where).returncode == 0
+    before, files = live_digest(db_path, projections), _files(small_disk)
+    filler = fill(small_disk)
+
+    failed = cli("rebuild", *where)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "disk is full" in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
+    assert _files(small_disk) == files | {filler}, (
+        "a failed rebuild left its new file or part files behind"
+    )
+    assert live_digest(db_path, projections) == before
+
+    filler.unlink()
+    rebuilt = cli("rebuild", *where)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    match = DIGEST.search(rebuilt.stdout)
+    assert match is not None and match.group(1) == before[1]

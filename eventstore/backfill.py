@@ -21,8 +21,9 @@ the log as a **snapshot event**:
 
 Each page is appended in one transaction of the log, through :func:`eventstore.log.append_many`
 (positions and hash chain as for any event), while the server may keep running. Where it got
-to is kept beside the log (``<log>.backfill.json``) after each page, so an interrupted backfill
-resumes there; it is removed when the backfill is complete.
+to is kept in a file (:func:`state_path`: beside a SQLite log, beside the projections file for a
+PostgreSQL log) after each page, so an interrupted backfill resumes there; it is removed when
+the backfill is complete. Either log takes the snapshots, through the same append.
 
 HTTP: a 429 waits for its ``Retry-After`` (seconds or a date; else the backoff below) and
 tries again; a 5xx or a network error is retried after 0.5, 1, 2, 4 ... s (at most
@@ -53,10 +54,12 @@ from typing import Any
 import httpx
 import orjson
 
-from eventstore.db import open_store, transaction
+from eventstore.backends import log_transaction, open_log
 from eventstore.envelope import NotAnEvent, load_json
 from eventstore.errors import BackfillFailed
+from eventstore.location import LogLocation, PostgresLog
 from eventstore.log import append_many, event_record
+from eventstore.sql import Sql
 from eventstore.timefmt import normalise_ms, now_iso
 
 DEFAULT_API_URL = "https://api.clerk.com"
@@ -252,7 +255,7 @@ class BackfillResult:
 
 @dataclass(slots=True)
 class State:
-    """Where an unfinished backfill got to (``<log>.backfill.json``)."""
+    """Where an unfinished backfill got to (saved in :func:`state_path`)."""
 
     api_url: str
     users_offset: int | None = 0
@@ -263,8 +266,12 @@ class State:
     are in."""
 
 
-def state_path(db_path: Path) -> Path:
-    return db_path.with_name(db_path.name + ".backfill.json")
+def state_path(location: LogLocation, projections: Path) -> Path:
+    """Where an unfinished backfill of the log at ``location`` is saved: ``<log>.backfill.json``
+    beside a SQLite log, ``<projections file>.backfill.json`` for a PostgreSQL log (this
+    machine's files; the log's database holds only events)."""
+    beside = projections if isinstance(location, PostgresLog) else location
+    return beside.with_name(beside.name + ".backfill.json")
 
 
 def _load_state(path: Path, api_url: str) -> State | None:
@@ -285,21 +292,23 @@ def _save_state(path: Path, state: State) -> None:
 class Backfill:
     def __init__(
         self,
-        db_path: Path,
+        location: LogLocation,
+        saved: Path,
         api: ClerkAPI,
         progress: Callable[[BackfillResult], None] | None = None,
     ) -> None:
-        self._db_path = db_path
+        """:param saved: where the unfinished backfill is kept (:func:`state_path`)."""
+        self._location = location
         self._api = api
         self._progress = progress
-        self._state_path = state_path(db_path)
+        self._state_path = saved
         self.result = BackfillResult()
 
     def run(self) -> BackfillResult:
         state = _load_state(self._state_path, self._api.api_url)
         self.result.resumed = state is not None
         state = state or State(self._api.api_url)
-        conn = open_store(self._db_path, create=True)
+        conn = open_log(self._location)
         try:
             self._users(conn, state)
             self._organizations(conn, state)
@@ -309,7 +318,7 @@ class Backfill:
             self._state_path.unlink()
         return self.result
 
-    def _users(self, conn: sqlite3.Connection, state: State) -> None:
+    def _users(self, conn: Sql, state: State) -> None:
         if state.users_offset is None:
             return
         for offset, users in self._api.pages("/v1/users", state.users_offset):
@@ -319,7 +328,7 @@ class Backfill:
         state.users_offset = None
         _save_state(self._state_path, state)
 
-    def _organizations(self, conn: sqlite3.Connection, state: State) -> None:
+    def _organizations(self, conn: Sql, state: State) -> None:
         for offset, organizations in self._api.pages(
             "/v1/organizations", state.organizations_offset
         ):
@@ -334,14 +343,14 @@ class Backfill:
             state.organizations_done = 0
             _save_state(self._state_path, state)
 
-    def _members(self, conn: sqlite3.Connection, org_id: str) -> None:
+    def _members(self, conn: Sql, org_id: str) -> None:
         base = f"/v1/organizations/{org_id}"
         for _, memberships in self._api.pages(f"{base}/memberships"):
             self._append(conn, MEMBERSHIPS, memberships)
         for _, invitations in self._api.pages(f"{base}/invitations", ordered=False):
             self._append(conn, INVITATIONS, invitations)
 
-    def _append(self, conn: sqlite3.Connection, resource: Resource, objects: list[Any]) -> None:
+    def _append(self, conn: Sql, resource: Resource, objects: list[Any]) -> None:
         received, seconds = now_iso(), int(time.time())
         records = [
             event_record(
@@ -356,7 +365,7 @@ class Backfill:
         counts = self.result.counts[resource.label]
         counts.read += len(objects)
         if records:
-            with transaction(conn, self._db_path):
+            with log_transaction(conn, self._location):
                 results = append_many(conn, records)
             # a conflict: this version is stored with another body (an embedded object
             # changed without the object's updated_at): the first snapshot is kept

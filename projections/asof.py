@@ -3,8 +3,9 @@
 An entity's state at a time is the §6 winner among its events whose time (``occurred_at``) is
 at or before it, deleted if one of those is a delete: the same rule as the projections, over
 a prefix of the entity's events. The events are found through the timeline's index on
-``object_id`` and their bodies read from the log. Memberships and bans at that time come
-from the validity intervals (``projections.history``), derived from the same log.
+``object_id`` and their bodies read from the log (SQLite or PostgreSQL) by position.
+Memberships and bans at that time come from the validity intervals
+(``projections.history``), derived from the same log.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eventstore.errors import ConfigurationError
+from eventstore.redaction import read_bodies
+from eventstore.sql import Sql
 from eventstore.timefmt import iso_ms
 from projections.entities import BY_OBJECT_TYPE, COMMON_COLUMNS
 from projections.fold import Claim, LoggedEvent, claim, entity_row, parse_logged
@@ -37,26 +40,26 @@ def parse_time(text: str) -> str:
 
 
 def _events(
-    conn: sqlite3.Connection, object_type: str, entity_id: str, at: str
+    conn: sqlite3.Connection, log: Sql, object_type: str, entity_id: str, at: str
 ) -> list[LoggedEvent]:
-    """The entity's events at or before ``at``, parsed from the log (attached as ``log``)."""
-    rows = conn.execute(
-        f"SELECT e.position, e.event_id, e.body FROM {TIMELINE} AS t "
-        "JOIN log.events AS e ON e.position = t.position "
-        "WHERE t.object_id = ? AND t.object_type = ? AND t.occurred_at <= ? ORDER BY t.position",
+    """The entity's events at or before ``at``: their positions from the projections
+    (``conn``), their bodies from the log, in position order."""
+    positions = [p for (p,) in conn.execute(
+        f"SELECT position FROM {TIMELINE} "
+        "WHERE object_id = ? AND object_type = ? AND occurred_at <= ?",
         (entity_id, object_type, at),
-    ).fetchall()
-    parsed = (parse_logged(*row) for row in rows)
+    )]  # fmt: skip
+    parsed = (parse_logged(p, i, body) for p, i, body, _ in read_bodies(log, positions))
     return [event for event in parsed if event is not None]
 
 
 def entity_as_of(
-    conn: sqlite3.Connection, object_type: str, entity_id: str, at: str
+    conn: sqlite3.Connection, log: Sql, object_type: str, entity_id: str, at: str
 ) -> State | None:
     """The entity's projected row at ``at`` (None if it had no event by then)."""
     best: tuple[Claim, LoggedEvent] | None = None
     deletes: list[str] = []
-    for event in _events(conn, object_type, entity_id, at):
+    for event in _events(conn, log, object_type, entity_id, at):
         found = claim(event)
         if found is None:
             continue
@@ -83,7 +86,7 @@ def _rows(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[S
 _HELD = "valid_from <= ? AND (valid_to IS NULL OR valid_to > ?)"
 
 
-def user_state(conn: sqlite3.Connection, user_id: str, at: str) -> State:
+def user_state(conn: sqlite3.Connection, log: Sql, user_id: str, at: str) -> State:
     """One user at ``at``: their row, whether banned, and their memberships with roles."""
     memberships = _rows(
         conn,
@@ -96,13 +99,13 @@ def user_state(conn: sqlite3.Connection, user_id: str, at: str) -> State:
     ).fetchone()
     return {
         "as_of": at,
-        "user": entity_as_of(conn, "user", user_id, at),
+        "user": entity_as_of(conn, log, "user", user_id, at),
         "banned_since": banned[0] if banned else None,
         "memberships": memberships,
     }
 
 
-def organization_state(conn: sqlite3.Connection, organization_id: str, at: str) -> State:
+def organization_state(conn: sqlite3.Connection, log: Sql, organization_id: str, at: str) -> State:
     """One organization at ``at``: its row and its members with their roles."""
     members = _rows(
         conn,
@@ -112,7 +115,7 @@ def organization_state(conn: sqlite3.Connection, organization_id: str, at: str) 
     )
     return {
         "as_of": at,
-        "organization": entity_as_of(conn, "organization", organization_id, at),
+        "organization": entity_as_of(conn, log, "organization", organization_id, at),
         "members": members,
     }
 

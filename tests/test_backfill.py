@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -34,6 +35,7 @@ from eventstore.backfill import (
 )
 from eventstore.db import open_store, transaction
 from eventstore.errors import BackfillFailed
+from eventstore.location import LogLocation, PostgresLog
 from eventstore.log import append_many, event_record
 from eventstore.paths import default_projections_path
 from projections.files import create_empty
@@ -209,27 +211,61 @@ def clerk_audit(*args: str, key: str | None = KEY) -> subprocess.CompletedProces
                           timeout=300)  # fmt: skip
 
 
-def run(db_path: Path, clerk: FakeClerk, sleeps: list[float] | None = None) -> Backfill:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def log(request: pytest.FixtureRequest, db_path: Path) -> LogLocation:
+    """An empty log of each kind (the projections file is :func:`projections` either way)."""
+    if request.param == "sqlite":
+        return db_path
+    location: PostgresLog = request.getfixturevalue("pg_log")
+    return location
+
+
+def projections(db_path: Path) -> Path:
+    """The tests' projections file, beside the SQLite log's place (the default there)."""
+    return default_projections_path(db_path)
+
+
+def saved(log: LogLocation, db_path: Path) -> Path:
+    """Where an unfinished backfill of ``log`` is kept."""
+    return state_path(log, projections(db_path))
+
+
+def where(log: LogLocation, db_path: Path) -> tuple[str, ...]:
+    """``--db`` and ``--projections-db`` for ``log``."""
+    text = log.url if isinstance(log, PostgresLog) else str(log)
+    return "--db", text, "--projections-db", str(projections(db_path))
+
+
+def run(
+    log: LogLocation,
+    clerk: FakeClerk,
+    sleeps: list[float] | None = None,
+    db_path: Path | None = None,
+) -> Backfill:
+    """A backfill of ``log`` from the stand-in (``db_path``: the test's store folder, for the
+    place of its saved state; the log itself when that is a SQLite file)."""
     api = ClerkAPI(KEY, clerk.url, sleep=(sleeps if sleeps is not None else []).append)
+    folder = db_path if db_path is not None else log
+    assert isinstance(folder, Path)
     try:
-        backfill = Backfill(db_path, api)
+        backfill = Backfill(log, saved(log, folder), api)
         backfill.run()
     finally:
         api.close()
     return backfill
 
 
-def count(db_path: Path) -> int:
+def count(db_path: LogLocation) -> int:
     (row,) = query(db_path, "SELECT count(*) AS n FROM events")
     return int(row["n"])
 
 
 def test_backfill_pages_through_everything_through_a_429_and_a_503_and_a_rerun_adds_nothing(
-    db_path: Path, clerk: FakeClerk
+    log: LogLocation, db_path: Path, clerk: FakeClerk
 ) -> None:
     clerk.fail("/v1/users", 500, fault(429, **{"Retry-After": "0"}))
     clerk.fail("/v1/organizations", 0, fault(503))
-    done = clerk_audit("backfill", "--db", str(db_path), "--api-url", clerk.url)
+    done = clerk_audit("backfill", *where(log, db_path), "--api-url", clerk.url)
     assert done.returncode == 0, done.stderr
     assert clerk.asked("/v1/users") == [0, 500, 500, 1000]
     assert clerk.asked("/v1/organizations") == [0, 0]
@@ -237,7 +273,8 @@ def test_backfill_pages_through_everything_through_a_429_and_a_503_and_a_rerun_a
     assert "GET /v1/organizations answered HTTP 503; trying again in 0.5 s" in done.stderr
     assert "users            1100 read     1100 new events" in done.stdout
 
-    rows = query(db_path, "SELECT event_id, event_type, object_id, occurred_at FROM events")
+    rows = query(log, "SELECT event_id, event_type, object_id, occurred_at FROM events "
+                 "ORDER BY position")  # fmt: skip
     assert len(rows) == EXPECTED
     types = {row["event_type"] for row in rows}
     assert types == {
@@ -249,16 +286,16 @@ def test_backfill_pages_through_everything_through_a_429_and_a_503_and_a_rerun_a
     first = user(0)
     assert rows[0]["event_id"] == f"backfill_{first['id']}_{first['updated_at']}"
     assert rows[0]["object_id"] == first["id"]
-    assert not state_path(db_path).exists()
+    assert not saved(log, db_path).exists()
 
-    again = clerk_audit("backfill", "--db", str(db_path), "--api-url", clerk.url)
+    again = clerk_audit("backfill", *where(log, db_path), "--api-url", clerk.url)
     assert again.returncode == 0, again.stderr
     assert "users            1100 read        0 new events" in again.stdout
-    assert count(db_path) == EXPECTED
+    assert count(log) == EXPECTED
 
-    projected = clerk_audit("project", "--db", str(db_path))
+    projected = clerk_audit("project", *where(log, db_path))
     assert projected.returncode == 0, projected.stderr
-    with closing(direct.connect(db_path)) as conn:
+    with closing(sqlite3.connect(projections(db_path))) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone() == (1100,)
         assert conn.execute("SELECT count(*) FROM organization_memberships").fetchone() == (7,)
         assert conn.execute("SELECT count(*) FROM organization_invitations").fetchone() == (5,)
@@ -316,19 +353,21 @@ def test_no_key_is_a_configuration_error(db_path: Path, clerk: FakeClerk) -> Non
     assert clerk.requests == []
 
 
-def test_an_interrupted_backfill_resumes_where_it_stopped(db_path: Path, clerk: FakeClerk) -> None:
+def test_an_interrupted_backfill_resumes_where_it_stopped(
+    log: LogLocation, db_path: Path, clerk: FakeClerk
+) -> None:
     clerk.fail("/v1/users", 1000, *[fault(500)] * MAX_ATTEMPTS)
     with pytest.raises(BackfillFailed, match="HTTP 500; gave up after 8 tries"):
-        run(db_path, clerk)
-    assert count(db_path) == 1000
-    assert json.loads(state_path(db_path).read_text())["users_offset"] == 1000
+        run(log, clerk, db_path=db_path)
+    assert count(log) == 1000
+    assert json.loads(saved(log, db_path).read_text())["users_offset"] == 1000
 
     clerk.requests.clear()
-    resumed = run(db_path, clerk)
+    resumed = run(log, clerk, db_path=db_path)
     assert resumed.result.resumed
     assert clerk.asked("/v1/users") == [1000]
-    assert count(db_path) == EXPECTED
-    assert not state_path(db_path).exists()
+    assert count(log) == EXPECTED
+    assert not saved(log, db_path).exists()
 
 
 def test_an_interruption_among_organizations_resumes_at_the_next_one(
@@ -338,7 +377,7 @@ def test_an_interruption_among_organizations_resumes_at_the_next_one(
     clerk.fail(f"/v1/organizations/{second}/invitations", 0, *[fault(503)] * MAX_ATTEMPTS)
     with pytest.raises(BackfillFailed):
         run(db_path, clerk)
-    state = json.loads(state_path(db_path).read_text())
+    state = json.loads(saved(db_path, db_path).read_text())
     assert (state["users_offset"], state["organizations_done"]) == (None, 1)
 
     clerk.requests.clear()
@@ -400,4 +439,4 @@ def test_dry_run_reports_the_gaps_and_stores_nothing(db_path: Path, clerk: FakeC
     assert "organizations: 1 in Clerk, 1 missing from the projections, 0 newer in Clerk" in lines
     assert "memberships: 3 in Clerk, 3 missing from the projections, 0 newer in Clerk" in lines
     assert count(db_path) == 2
-    assert not state_path(db_path).exists()
+    assert not saved(db_path, db_path).exists()

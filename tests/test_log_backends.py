@@ -39,7 +39,7 @@ def _db(log: LogLocation) -> str:
 
 def _cli(log: LogLocation, projections: Path, *args: str) -> subprocess.CompletedProcess[str]:
     command = [str(CLI), *args[:1], "--db", _db(log), *args[1:]]
-    if args[0] in ("project", "redact", "rebuild"):
+    if args[0] in ("project", "redact", "rebuild", "state"):
         command += ["--projections-db", str(projections)]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
@@ -116,14 +116,31 @@ def test_an_edit_around_the_database_is_named_by_position(log: LogLocation, tmp_
     assert (check["ok"], check["position"]) == (0, 5)
 
 
+def test_state_as_of_now_is_the_projected_row_on_either_log(
+    log: LogLocation, tmp_path: Path
+) -> None:
+    """``state --as-of`` reads the bodies from either log: as of a time after every event,
+    a user is their projected row."""
+    _append(log, _events())
+    projections = tmp_path / "p.db"
+    _ok(_cli(log, projections, "project"))
+    done = _cli(log, projections, "state", "--as-of", "2100-01-01", "--user", MAYA)
+    _ok(done)
+    state = json.loads(done.stdout)
+    (row,) = query(projections, "SELECT * FROM users WHERE id = ?", (MAYA,))
+    assert state["user"] == {k: v for k, v in row.items() if k in state["user"]}
+    assert set(row) - set(state["user"]) == {"data", "version_ms", "version_rank"}
+    assert [m["organization_id"] for m in state["memberships"]], state
+
+
 def test_a_command_that_reads_the_sqlite_file_itself_refuses_a_url(pg_log: PostgresLog) -> None:
-    """``backfill`` (and the other SQLite-only commands) say so in one line, not a traceback,
-    and never print the URL's password."""
+    """``datasette`` (Datasette serves SQLite files) says so in one line, not a traceback,
+    and never prints the URL's password."""
     with_password = pg_log.url.replace("postgres@", "postgres:hunter2@")
-    done = subprocess.run([str(CLI), "backfill", "--db", with_password], capture_output=True,
+    done = subprocess.run([str(CLI), "datasette", "--db", with_password], capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2
-    assert "`clerk-audit backfill` works on a SQLite log only" in done.stderr
+    assert "`clerk-audit datasette` works on a SQLite log only" in done.stderr
     assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
 
 

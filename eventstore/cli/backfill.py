@@ -19,8 +19,9 @@ from eventstore.backfill import (
     Gaps,
     state_path,
 )
-from eventstore.cli.options import db_option, projections_option
+from eventstore.cli.options import log_option, projections_option
 from eventstore.errors import ConfigurationError
+from eventstore.location import LogLocation
 from eventstore.paths import projections_path
 
 LISTED = 20
@@ -47,14 +48,14 @@ def _gap_lines(label: str, gaps: Gaps) -> list[str]:
 
 
 @click.command("backfill")
-@db_option
+@log_option
 @projections_option
 @click.option("--api-url", default=DEFAULT_API_URL, show_default=True,
               help="Clerk's Backend API (another URL for tests or a proxy).")  # fmt: skip
 @click.option("--dry-run", is_flag=True,
               help="Store nothing: report what Clerk has that the projections lack or hold "
               "an older version of.")  # fmt: skip
-def command(db_path: Path, projections_db: Path | None, api_url: str, dry_run: bool) -> None:
+def command(db_path: LogLocation, projections_db: Path | None, api_url: str, dry_run: bool) -> None:
     """Append a snapshot event for every user, organization, membership and invitation in
     Clerk (its Backend API, with CLERK_SECRET_KEY), marked as backfilled: types such as
     user.backfilled, event ids backfill_<id>_<updated_at>. The ordering rule decides as for
@@ -72,17 +73,19 @@ def command(db_path: Path, projections_db: Path | None, api_url: str, dry_run: b
             f"{SECRET_KEY_ENV} is not set (the instance's secret key, sk_live_... or "
             "sk_test_..., from the Clerk Dashboard)"
         )
+    projections = projections_path(db_path, projections_db)
     api = ClerkAPI(key, api_url, say=_say)
     try:
         if dry_run:
-            report = GapReport(projections_path(db_path, projections_db), api).run()
+            report = GapReport(projections, api).run()
             for resource in RESOURCES:
                 click.echo("\n".join(_gap_lines(resource.label, report[resource.label])))
             return
         tty = sys.stderr.isatty()
-        runner = Backfill(db_path, api, _progress if tty else None)
-        if state_path(db_path).exists():
-            _say(f"resuming the backfill saved in {state_path(db_path)}")
+        saved = state_path(db_path, projections)
+        runner = Backfill(db_path, saved, api, _progress if tty else None)
+        if saved.exists():
+            _say(f"resuming the backfill saved in {saved}")
         try:
             result = runner.run()
         finally:

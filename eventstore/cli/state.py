@@ -8,22 +8,23 @@ from pathlib import Path
 import click
 import orjson
 
-from eventstore.cli.options import db_option, projections_option
+from eventstore.cli.options import log_option, projections_option
 from eventstore.db import open_reader
 from eventstore.errors import ConfigurationError
+from eventstore.location import LogLocation, open_log_reader
 from eventstore.paths import projections_path
 from projections.asof import organization_state, overview, parse_time, user_state
 from projections.tables import checkpoint
 
 
 @click.command("state")
-@db_option
+@log_option
 @projections_option
 @click.option("--as-of", "as_of", required=True, help="The moment, ISO-8601 (UTC if no offset).")
 @click.option("--user", "user_id", default=None, help="One user's state (user_…).")
 @click.option("--organization", "organization_id", default=None, help="One organization (org_…).")
 def command(
-    db_path: Path, projections_db: Path | None, as_of: str, user_id: str | None,
+    db_path: LogLocation, projections_db: Path | None, as_of: str, user_id: str | None,
     organization_id: str | None,
 ) -> None:  # fmt: skip
     """Print as JSON the state at a moment: a user (their snapshot, ban, memberships and
@@ -39,13 +40,13 @@ def command(
     if user_id and organization_id:
         raise ConfigurationError("give --user or --organization, not both")
     at = parse_time(as_of)
-    with closing(open_reader(projections_path(db_path, projections_db))) as conn:
-        conn.execute("ATTACH DATABASE ? AS log", (f"{db_path.resolve().as_uri()}?mode=ro",))
-        conn.execute("BEGIN")
+    projections = projections_path(db_path, projections_db)
+    with closing(open_reader(projections)) as conn, closing(open_log_reader(db_path)) as log:
+        conn.execute("BEGIN")  # one snapshot of the projections; what they list is in the log
         if user_id:
-            state = user_state(conn, user_id, at)
+            state = user_state(conn, log, user_id, at)
         elif organization_id:
-            state = organization_state(conn, organization_id, at)
+            state = organization_state(conn, log, organization_id, at)
         else:
             state = overview(conn, at)
         state["projected_position"] = checkpoint(conn)

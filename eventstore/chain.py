@@ -16,23 +16,21 @@ agents) is what a redaction must be free to erase.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 GENESIS = bytes(32)
 """The link before position 1."""
+_HEAD = struct.Struct(">QI").pack
+"""The position (8 bytes) and the ``event_id``'s length (4 bytes), big-endian."""
 
 
 def link(previous: bytes, position: int, event_id: str, body_sha256: str) -> bytes:
     """The chain value of one event, given the one before it (raw 32 bytes)."""
     name = event_id.encode()
-    return hashlib.sha256(
-        previous
-        + position.to_bytes(8, "big")
-        + len(name).to_bytes(4, "big")
-        + name
-        + bytes.fromhex(body_sha256)
-    ).digest()
+    preimage = previous + _HEAD(position, len(name)) + name + bytes.fromhex(body_sha256)
+    return hashlib.sha256(preimage).digest()
 
 
 def links(previous: bytes, rows: list[tuple[int, str, str]]) -> list[bytes]:
@@ -73,7 +71,7 @@ def _first_problem(
     """The index and kind of the first row of ``rows`` that does not verify, given the chain
     value before them: a missing position, a body that does not match its ``body_sha256``
     (unless a recorded redaction replaced it), or a chain value that does not follow."""
-    sha256, fromhex = hashlib.sha256, bytes.fromhex
+    sha256 = hashlib.sha256
     for index, (position, event_id, body, body_sha256, chain) in enumerate(rows):
         if position != expected + index:
             return index, (f"expected position {expected + index} here, found {position}: "
@@ -82,10 +80,9 @@ def _first_problem(
             return index, "the body does not match its body_sha256"
         if chain is None:
             return index, "the event has no chain value"
-        value = fromhex(chain)
-        if link(previous, position, event_id, body_sha256) != value:
+        previous = link(previous, position, event_id, body_sha256)
+        if previous.hex() != chain:  # stored as lowercase hex; anything else is an edit
             return index, "the chain value does not follow from the event before it"
-        previous = value
     return None
 
 

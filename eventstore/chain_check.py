@@ -61,9 +61,12 @@ def check_span(
         previous = GENESIS
         if span.first > 1:
             stored = chain_at(conn, span.first - 1)
-            if stored is None:  # the range before reports the missing event first
+            try:
+                previous = bytes.fromhex(stored or "")
+            except ValueError:
+                previous = b""
+            if len(previous) != len(GENESIS):  # the range before reports it first
                 return ChainReport(0, span.first - 1, "", Break(span.first - 1, "no chain value"))
-            previous = bytes.fromhex(stored)
         rows = chain_rows(conn, span.first, span.last)
         redacted = redacted_positions(conn).positions
         return verify_rows(rows, redacted, progress, previous=previous, first=span.first,

@@ -82,6 +82,14 @@ EDITS: dict[str, tuple[list[str], int, str]] = {
          "'44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a' WHERE position = 6"],
         6, "chain value does not follow",
     ),
+    "a chain value that is not hex": (
+        ["UPDATE events SET chain = 'zz' || substr(chain, 3) WHERE position = 4"],
+        4, "chain value does not follow",
+    ),
+    "a chain value in capitals": (
+        ["UPDATE events SET chain = upper(chain) WHERE position = 8"],
+        8, "chain value does not follow",
+    ),
     "a deleted row": (["DELETE FROM events WHERE position = 4"], 4, "events are missing"),
     "two rows' positions swapped": (
         ["UPDATE events SET position = -3 WHERE position = 3",

@@ -50,6 +50,12 @@ def parse_location(text: str | Path) -> LogLocation:
     return Path(text)
 
 
+def location_text(location: LogLocation) -> str:
+    """The text that :func:`parse_location` reads back as ``location``: a path, or the whole
+    URL, password included (for a child's environment, never for messages: see ``display``)."""
+    return location.url if isinstance(location, PostgresLog) else str(location)
+
+
 def open_log_reader(location: LogLocation) -> Sql:
     """A read-only view of the log for followers (the projector): autocommit, one snapshot
     per statement. SQLite errors are raised as ``sqlite3`` errors, PostgreSQL ones as our own

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from eventstore.location import DB_ENV, LogLocation, PostgresLog
+from eventstore.location import DB_ENV, LogLocation, location_text
 
 log = logging.getLogger("clerk_audit.supervisor")
 
@@ -38,7 +38,7 @@ class ProjectorProcess:
             sys.executable, "-m", "eventstore.cli", "project", "--follow",
             "--projections-db", str(projections_path), "--parent", str(os.getpid()),
         ]  # fmt: skip
-        self._env = {**os.environ, DB_ENV: _as_text(log_path)}  # a URL's password: not in argv
+        self._env = {**os.environ, DB_ENV: location_text(log_path)}  # a URL's password: not in argv
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
@@ -98,7 +98,3 @@ class ProjectorProcess:
                 process.wait()
         if self._thread.is_alive():
             self._thread.join()
-
-
-def _as_text(location: LogLocation) -> str:
-    return location.url if isinstance(location, PostgresLog) else str(location)

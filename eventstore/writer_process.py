@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from eventstore.errors import StoreUnavailable
-from eventstore.location import DB_ENV, LogLocation, PostgresLog, parse_location
+from eventstore.location import DB_ENV, LogLocation, location_text, parse_location
 from eventstore.settings import LOG_FORMAT
 from eventstore.writer import Job, Pending
 
@@ -190,7 +190,7 @@ class _Child:
         ours, theirs = socket.socketpair()
         command = [sys.executable, "-m", "eventstore.writer_process", str(theirs.fileno()),
                    str(busy_timeout_ms)]  # fmt: skip
-        text = location.url if isinstance(location, PostgresLog) else str(location)
+        text = location_text(location)
         with theirs:  # the location in the environment: a URL's password is not in argv
             process = subprocess.Popen(
                 command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,

@@ -35,7 +35,7 @@ from eventstore.backfill import (
 )
 from eventstore.db import open_store, transaction
 from eventstore.errors import BackfillFailed
-from eventstore.location import LogLocation, PostgresLog
+from eventstore.location import LogLocation, PostgresLog, location_text
 from eventstore.log import append_many, event_record
 from eventstore.paths import default_projections_path
 from projections.files import create_empty
@@ -232,8 +232,7 @@ def saved(log: LogLocation, db_path: Path) -> Path:
 
 def where(log: LogLocation, db_path: Path) -> tuple[str, ...]:
     """``--db`` and ``--projections-db`` for ``log``."""
-    text = log.url if isinstance(log, PostgresLog) else str(log)
-    return "--db", text, "--projections-db", str(projections(db_path))
+    return "--db", location_text(log), "--projections-db", str(projections(db_path))
 
 
 def run(

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from eventstore.backends import log_transaction, open_log
-from eventstore.location import LogLocation, PostgresLog
+from eventstore.location import LogLocation, PostgresLog, location_text
 from eventstore.writer import AppendJob, append_jobs
 from projections.rebuild import rebuild
 from tests.support.direct import RECEIVED
@@ -34,7 +34,7 @@ def log(request: pytest.FixtureRequest, tmp_path: Path) -> LogLocation:
 
 
 def _db(log: LogLocation) -> str:
-    return log.url if isinstance(log, PostgresLog) else str(log)
+    return location_text(log)
 
 
 def _cli(log: LogLocation, projections: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from eventstore.location import LogLocation, PostgresLog
+from eventstore.location import LogLocation, PostgresLog, location_text
 from eventstore.paths import projections_path
 from tests.support.signing import signed_headers
 from tests.support.store import PROJECTIONS_OF
@@ -143,7 +143,7 @@ class Server:
 
 
 def serve_command(db_path: LogLocation, *extra: str) -> list[str]:
-    db = db_path.url if isinstance(db_path, PostgresLog) else str(db_path)
+    db = location_text(db_path)
     return [str(CLI), "serve", "--host", "127.0.0.1", "--port", "0", "--db", db, *extra]
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 from pathlib import Path
 
 import uvicorn
@@ -23,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from svix.webhooks import Webhook, WebhookVerificationError
 
+from eventstore.engine import sqlite3
 from eventstore.timefmt import now_iso
 
 UVICORN_SETTINGS = {

@@ -29,7 +29,6 @@ import re
 import secrets
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ from bench.profile import QUICK, Profile
 from bench.servers import remove_store
 from bench.stats import Section, ratio
 from eventstore.db import open_reader
+from eventstore.engine import sqlite3
 from eventstore.log import log_position
 from eventstore.transfer import export_log, import_file
 

@@ -8,7 +8,7 @@ their size (the write-ahead log included, the projections' symlink followed).
 from __future__ import annotations
 
 import json
-import sqlite3
+import sqlite3 as system_sqlite3  # dbstat: in Debian's SQLite, not in the wheel's (engine.py)
 import sys
 from contextlib import closing
 from pathlib import Path
@@ -19,6 +19,7 @@ from bench.profile import Profile
 from bench.rebuild import measure
 from bench.servers import BIN
 from bench.stats import Section, ratio
+from eventstore.engine import sqlite3
 from eventstore.paths import default_projections_path
 from projections.tables import checkpoint as checkpoint_of
 
@@ -46,7 +47,8 @@ def checkpoint(path: Path) -> None:
 
 
 def _reader(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    """A read-only connection with ``dbstat``: nothing else in this process has the file open."""
+    return system_sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
 
 
 def object_bytes(conn: sqlite3.Connection) -> dict[str, int]:

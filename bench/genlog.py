@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from bench.bodies import INSTANCE_ID, Renderer
 from bench.workload import plan
 from eventstore.chain import GENESIS, link
 from eventstore.db import open_store, transaction
+from eventstore.engine import sqlite3
 from eventstore.log import EVENT_COLUMNS, event_record, sha256_hex
 
 GENERATOR_VERSION = 4

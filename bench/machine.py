@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
-import sqlite3
 import subprocess
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+
+from eventstore.engine import sqlite3
 
 PACKAGES = ("uvicorn", "uvloop", "httptools", "starlette", "svix", "orjson", "eventsourcing")
 

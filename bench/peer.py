@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from bench.profile import Profile
 from bench.servers import PROJECT
 from bench.stats import Section
 from bench.workload import plan
+from eventstore.engine import sqlite3
 
 SEED = 11
 PAGE = 1000

@@ -193,7 +193,7 @@ def profile_misses(
 
 
 def _head(log: Path) -> int:
-    import sqlite3
+    from eventstore.engine import sqlite3
 
     conn = sqlite3.connect(f"{log.resolve().as_uri()}?mode=ro", uri=True)
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sqlite3
 import statistics
 import time
 from contextlib import closing
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from eventstore.engine import sqlite3
 from eventstore.paths import default_projections_path
 
 PAGE_MS, SEARCH_MS, PICTURES_MS, EXPORT_MS = 200.0, 500.0, 1000.0, 10_000.0

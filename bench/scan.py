@@ -6,10 +6,11 @@ fastest JSON parser we have), doing nothing else. Prints the number of events pa
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 
 import orjson
+
+from eventstore.engine import sqlite3
 
 
 def scan(path: str) -> int:

@@ -83,7 +83,7 @@ def open_log(location: LogLocation, busy_timeout_ms: int = 5000, *, create: bool
 def log_transaction(conn: Sql, location: LogLocation) -> AbstractContextManager[None]:
     """A write transaction on ``conn`` (from :func:`open_log`): SQLite's ``BEGIN IMMEDIATE``,
     or PostgreSQL's with the append lock; committed at the end, rolled back on error."""
-    import sqlite3
+    from eventstore.engine import sqlite3
 
     if isinstance(conn, sqlite3.Connection):
         from eventstore.db import transaction
@@ -99,7 +99,7 @@ def log_transaction(conn: Sql, location: LogLocation) -> AbstractContextManager[
 def bulk_appends(conn: Sql, location: LogLocation) -> AbstractContextManager[None]:
     """Settings for appending many events at once on ``conn`` (``import``): SQLite's
     :func:`eventstore.db.bulk_appends`; nothing for PostgreSQL."""
-    import sqlite3
+    from eventstore.engine import sqlite3
 
     if isinstance(conn, sqlite3.Connection) and not isinstance(location, PostgresLog):
         from eventstore.db import bulk_appends as sqlite_bulk_appends

@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -55,6 +54,7 @@ import httpx
 import orjson
 
 from eventstore.backends import log_transaction, open_log
+from eventstore.engine import sqlite3
 from eventstore.envelope import NotAnEvent, load_json
 from eventstore.errors import BackfillFailed
 from eventstore.location import LogLocation, PostgresLog

@@ -22,7 +22,6 @@ import asyncio
 import base64
 import csv
 import io
-import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from datasette.views.table import TableView
 from jinja2 import ChoiceLoader, FileSystemLoader
 
 from eventstore.datasette_files import hookimpl
+from eventstore.engine import sqlite3
 
 PLUGIN_NAME = "clerk-audit-exports"
 EXPORT_PREFIX = "/-/clerk-audit/export/"

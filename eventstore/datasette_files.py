@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,8 +27,11 @@ from typing import Any, TypeVar, cast
 
 from datasette import hookimpl as _hookimpl
 from datasette.database import Database
+from datasette.handle_exception import handle_exception as datasette_error_page
+from datasette.views.base import DatasetteError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from eventstore.engine import sqlite3
 from eventstore.errors import ConfigurationError
 
 PROJECTIONS = "audit"
@@ -155,6 +157,16 @@ class StoreFiles:
         """Attach the log read-only as ``log`` to every connection of ``audit``."""
         if database == PROJECTIONS:
             conn.execute(f"ATTACH DATABASE ? AS {LOG}", [f"{self.log_path.as_uri()}?mode=ro"])
+
+    @hookimpl
+    def handle_exception(self, datasette: Any, request: Any, exception: Exception) -> Any:
+        """Answer a query of several statements 400, as Datasette does on the interpreter's
+        ``sqlite3``: the engine's ``pysqlite3`` raises ``Warning`` for it, not
+        ``ProgrammingError``, and Datasette would answer 500."""
+        if not isinstance(exception, sqlite3.Warning):
+            return None
+        invalid = DatasetteError(str(exception), title="Invalid SQL", status=400)
+        return datasette_error_page(datasette, request, invalid)
 
     @hookimpl
     def asgi_wrapper(self, datasette: Any) -> Callable[[ASGIApp], ASGIApp]:

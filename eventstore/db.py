@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
 from sqlite_utils import Database
 
+from eventstore.engine import sqlite3
 from eventstore.errors import ConfigurationError, StoreCorrupt, StoreError, StoreUnavailable
 from eventstore.schema import APPLICATION_ID, log_migrations
 

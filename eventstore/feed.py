@@ -37,7 +37,6 @@ import hmac
 import json
 import logging
 import os
-import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +47,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from eventstore.engine import sqlite3
 from eventstore.envelope import load_json
 from eventstore.errors import BadFeedRequest, FeedUnauthorized, StoreError
 from eventstore.location import LogLocation, open_log_reader

@@ -55,13 +55,13 @@ import contextlib
 import getpass
 import hashlib
 import os
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from eventstore.engine import sqlite3
 from eventstore.envelope import dump_json, load_json, parse_envelope
 from eventstore.log import RESERVED_PREFIX, append_many
 from eventstore.records import EventRecord

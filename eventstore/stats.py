@@ -3,10 +3,10 @@ have followed it."""
 
 from __future__ import annotations
 
-import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 
+from eventstore.engine import sqlite3
 from eventstore.location import LogLocation, open_log_reader
 from eventstore.schema import OUTCOMES
 from eventstore.sql import Sql

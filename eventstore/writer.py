@@ -26,7 +26,6 @@ import itertools
 import logging
 import os
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from eventstore.db import (
     transaction,
     translate,
 )
+from eventstore.engine import sqlite3
 from eventstore.errors import EventConflict, StoreError, StoreUnavailable
 from eventstore.log import (
     append_many,

@@ -9,10 +9,10 @@ orders them. Used by the projector for each batch, and by a rebuild for its winn
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from functools import cache
 
+from eventstore.engine import sqlite3
 from projections.entities import COMMON_COLUMNS, SPECS, EntitySpec
 from projections.fold import (
     EntityRow,

@@ -10,10 +10,10 @@ Memberships and bans at that time come from the validity intervals
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
+from eventstore.engine import sqlite3
 from eventstore.errors import ConfigurationError
 from eventstore.redaction import read_bodies
 from eventstore.sql import Sql

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eventstore.db import connect
+from eventstore.engine import sqlite3
 from projections.entities import COMMON_COLUMNS, SPECS
 from projections.failures import Failure, failure, record_failures
 from projections.fold import (

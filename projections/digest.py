@@ -13,12 +13,12 @@ it is published, so nothing writes it meanwhile.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
 
+from eventstore.engine import sqlite3
 from projections.schema import HISTORY_ORDER, PROJECTION_TABLES, TIMELINE, TIMELINE_COLUMNS
 from projections.workers import job_connection, worker_pool
 

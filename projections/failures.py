@@ -7,9 +7,9 @@ redaction's re-projection record them alike.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Sequence
 
+from eventstore.engine import sqlite3
 from projections.schema import ERRORS
 
 log = logging.getLogger("clerk_audit.projector")

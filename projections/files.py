@@ -18,10 +18,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import sqlite3
 from pathlib import Path
 
 from eventstore.db import connect, translate
+from eventstore.engine import sqlite3
 from eventstore.errors import ConfigurationError
 from projections.tables import create_schema
 

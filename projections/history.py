@@ -18,7 +18,6 @@ derives every entity once, in primary-key order (:func:`derive_all`).
 
 from __future__ import annotations
 
-import sqlite3
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import groupby
@@ -26,6 +25,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from eventstore.engine import sqlite3
 from eventstore.timefmt import iso_ms
 from projections.fold import VersionRow
 from projections.phrases import sentence

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from eventstore.engine import sqlite3
 from projections.schema import ERRORS
 from projections.tables import checkpoint, is_current, row_counts
 

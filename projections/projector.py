@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import gc
 import logging
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from eventstore.db import connect, transaction, translate
+from eventstore.engine import sqlite3
 from eventstore.errors import StoreError
 from eventstore.location import LogLocation, open_log_reader
 from eventstore.log import log_position

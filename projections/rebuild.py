@@ -17,13 +17,13 @@ from __future__ import annotations
 import fcntl
 import gc
 import os
-import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from eventstore.db import open_reader, translate
+from eventstore.engine import sqlite3
 from eventstore.errors import ConfigurationError
 from eventstore.location import LogLocation, open_log_reader
 from eventstore.log import log_position

@@ -13,12 +13,12 @@ is in the same shard, and random ids spread evenly.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
 from itertools import groupby
 from pathlib import Path
 from typing import Any
 
+from eventstore.engine import sqlite3
 from projections.history import BANS, CHANGES, ROLES, VERSIONS, Derived, entity_pass
 from projections.schema import HISTORY_ORDER, TIMELINE, table_ddl
 from projections.workers import part_connection

@@ -9,8 +9,7 @@ Functions here run inside the caller's transaction.
 
 from __future__ import annotations
 
-import sqlite3
-
+from eventstore.engine import sqlite3
 from projections.schema import (
     ERRORS,
     ERRORS_DDL,

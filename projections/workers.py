@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from eventstore.db import open_reader
+from eventstore.engine import sqlite3
 from eventstore.errors import StoreError
 
 R = TypeVar("R")

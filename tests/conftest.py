@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from eventstore.db import open_store
+from eventstore.engine import sqlite3
 from eventstore.location import PostgresLog
 from tests.support.postgres import PostgresServer, postgres_or_skip
 from tests.support.server import Server, running_server

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from eventstore.backfill import (
     state_path,
 )
 from eventstore.db import open_store, transaction
+from eventstore.engine import sqlite3
 from eventstore.errors import BackfillFailed
 from eventstore.location import LogLocation, PostgresLog, location_text
 from eventstore.log import append_many, event_record

@@ -6,7 +6,6 @@ arrival order and however the events were split into batches, and a rebuild give
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from eventstore.engine import sqlite3
 from eventstore.paths import default_projections_path
 from projections import rebuild
 from tests.support.audit_story import at, fixture_events

@@ -14,7 +14,6 @@ import os
 import random
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
+from eventstore.engine import sqlite3
 from eventstore.paths import projections_path
 from projections.digest import state_digest, table_digests
 from projections.tables import checkpoint

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -37,11 +36,13 @@ from datasette.app import Datasette
 
 from eventstore.cli.datasette import load_metadata
 from eventstore.datasette_files import LOG, PROJECTIONS, StoreFiles, registered
+from eventstore.engine import sqlite3
 from eventstore.paths import default_projections_path
 from eventstore.samples import sample_body, sample_event_id, sample_names
 from projections import rebuild
 from tests.support.server import running_server
 from tests.support.signing import new_event_id, new_secret
+from tests.support.store import dump
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BODY_LIMIT = 16_384
@@ -282,11 +283,7 @@ def snapshot(story: Story) -> list[str]:
     """Both files as SQL text: schema and every row."""
     dumps = []
     for path in story.files().values():
-        conn = sqlite3.connect(path)
-        try:
-            dumps.append("\n".join(conn.iterdump()))
-        finally:
-            conn.close()
+        dumps.append(dump(path))
     return dumps
 
 

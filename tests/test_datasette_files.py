@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,7 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
+from eventstore.engine import sqlite3
 from eventstore.schema import APPLICATION_ID
+from tests.support.store import dump
 
 CLI = Path(sys.executable).with_name("clerk-audit")
 _RUNNING = re.compile(r"Uvicorn running on (http://\S+)")
@@ -159,8 +160,7 @@ def snapshot(*paths: Path) -> list[str]:
     """Each file as SQL text: schema and every row."""
     dumps = []
     for path in paths:
-        with closing(sqlite3.connect(path)) as conn:
-            dumps.append("\n".join(conn.iterdump()))
+        dumps.append(dump(path))
     return dumps
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from eventstore.cli import cli
 from eventstore.cli.datasette import ALLOWED_PLUGINS
 from eventstore.datasette_files import OWN_PLUGINS
 from eventstore.db import open_store
+from eventstore.engine import sqlite3
 from eventstore.paths import default_projections_path
 from eventstore.samples import sample_body, sample_event_id
 from projections import rebuild

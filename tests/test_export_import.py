@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from hypothesis import strategies as st
 
 from eventstore import import_lines, transfer
 from eventstore.db import open_reader, open_store, transaction
+from eventstore.engine import sqlite3
 from eventstore.errors import ImportRefused
 from eventstore.feed import COLUMNS, Filters, encode_events, event_json, read_page
 from eventstore.import_lines import _checked_line, _ordinary_line

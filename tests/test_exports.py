@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import re
-import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -26,6 +25,7 @@ from datasette.app import Datasette
 from eventstore.cli.datasette import load_metadata
 from eventstore.datasette_exports import PAGE_ROWS
 from eventstore.datasette_files import StoreFiles, registered
+from eventstore.engine import sqlite3
 from eventstore.paths import default_projections_path
 from eventstore.timefmt import iso_ms
 from tests.support.audit_story import SIGN_IN_IP, T0, fixture_events

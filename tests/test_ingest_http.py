@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from eventstore.engine import sqlite3
 from eventstore.location import PostgresLog
 from eventstore.samples import sample_body, sample_names
 from tests.support.ingest import new_agent, only_delivery, post, sha256, signed, user_created

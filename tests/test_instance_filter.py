@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from contextlib import closing
@@ -22,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstore.db import open_store, transaction
+from eventstore.engine import sqlite3
 from eventstore.errors import ConfigurationError
 from eventstore.samples import sample_body
 from eventstore.settings import INSTANCE_ENV, configured_instance

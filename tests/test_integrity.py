@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from eventstore.chain import GENESIS, Break, ChainReport, links
 from eventstore.chain_check import combine, spans
 from eventstore.checkpointer import Checkpointer, CheckpointPolicy
 from eventstore.db import open_store, transaction
+from eventstore.engine import sqlite3
 from eventstore.schema import APPLICATION_ID, log_migrations
 from eventstore.writer import AppendJob, append_jobs
 from tests.support.direct import RECEIVED

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from eventstore.db import LOG_PAGE_SIZE, open_store, transaction
+from eventstore.engine import sqlite3
 from eventstore.errors import ConfigurationError, EventConflict, StoreCorrupt
 from eventstore.log import append, append_many, event_record
 from eventstore.samples import sample_body

@@ -98,7 +98,7 @@ def _edit_around_the_refusals(log: LogLocation, position: int) -> None:
             conn.execute(b"UPDATE events SET body = 'x'::bytea WHERE position = %s", (position,))
             conn.execute(b"ALTER TABLE events ENABLE TRIGGER USER")
         return
-    import sqlite3
+    from eventstore.engine import sqlite3
 
     with closing(sqlite3.connect(log)) as conn:
         conn.execute("DROP TRIGGER events_no_update")

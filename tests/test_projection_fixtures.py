@@ -4,12 +4,12 @@ and the fixtures' story, delivered in reverse order, projects to what actually h
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from eventstore.engine import sqlite3
 from eventstore.paths import default_projections_path
 from eventstore.samples import sample_body, sample_event_id, sample_names
 from tests.support.server import Server, running_server

@@ -8,7 +8,6 @@ never erases the last full snapshot; the winning snapshot is the one with the gr
 from __future__ import annotations
 
 import json
-import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from eventstore.engine import sqlite3
 from eventstore.paths import default_projections_path
 from projections import rebuild
 from projections.entities import BY_OBJECT_TYPE

@@ -7,7 +7,6 @@ without a restart; a file built by another version is refused until rebuilt.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import closing
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from eventstore.db import open_store, transaction
+from eventstore.engine import sqlite3
 from eventstore.writer import AppendJob, append_jobs
 from projections import Projector, rebuild
 from projections import apply as apply_module

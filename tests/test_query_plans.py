@@ -9,12 +9,12 @@ full-text index. Timings on the 1M-event log are in ``bench/queries.py`` and
 from __future__ import annotations
 
 import re
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from eventstore.cli.datasette import load_metadata
+from eventstore.engine import sqlite3
 from tests.support.audit_story import at, fixture_events
 from tests.support.direct import append_all, new_store
 

@@ -4,7 +4,6 @@ server keeps ingesting and its projector follows the swap."""
 from __future__ import annotations
 
 import re
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -12,6 +11,7 @@ from contextlib import closing
 from pathlib import Path
 
 from eventstore.db import open_store, transaction
+from eventstore.engine import sqlite3
 from eventstore.paths import default_projections_path
 from eventstore.samples import sample_body, sample_names
 from eventstore.writer import AppendJob, append_jobs

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 from contextlib import closing
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from eventstore.engine import sqlite3
 from eventstore.envelope import has_long_number
 from eventstore.paths import default_projections_path
 from projections import bulk, rebuild

@@ -14,7 +14,6 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 
 from eventstore.db import open_store, transaction
+from eventstore.engine import sqlite3
 from eventstore.log import RESERVED_REASON, append_many
 from eventstore.paths import default_projections_path
 from eventstore.redaction import redaction_record

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
@@ -15,6 +14,7 @@ from select import select
 
 import httpx
 
+from eventstore.engine import sqlite3
 from eventstore.http_server import BODY_TIMEOUT_ENV, HEADER_TIMEOUT_ENV
 from tests.support.ingest import new_agent, only_delivery, signed, user_created
 from tests.support.server import Server, running_server

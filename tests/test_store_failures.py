@@ -7,7 +7,6 @@ import ctypes
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from eventstore.db import open_store
+from eventstore.engine import sqlite3
 from tests.support.ingest import new_agent, post, sha256, signed, user_created
 from tests.support.server import SECRET_ENV, Server, running_server, serve_command
 from tests.support.signing import new_event_id, new_secret

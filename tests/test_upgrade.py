@@ -4,11 +4,11 @@ are rebuilt into their own file."""
 
 from __future__ import annotations
 
-import sqlite3
 from contextlib import closing
 from pathlib import Path
 
 from eventstore.db import open_store, transaction
+from eventstore.engine import sqlite3
 from eventstore.writer import AppendJob, append_jobs
 from tests.support.direct import RECEIVED
 from tests.support.ingest import user_created

@@ -3,11 +3,11 @@ is run again job by job, so one refused job does not undo the others."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from eventstore.db import open_store
+from eventstore.engine import sqlite3
 from eventstore.errors import EventConflict, StoreError
 from eventstore.writer import Appended, AppendJob, GroupCommitWriter, Pending
 from projections.schema import PROJECTION_TABLES

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ import yaml
 
 from eventstore.cli.options import db_option, projections_option
 from eventstore.db import translate
+from eventstore.engine import sqlite3
 from eventstore.errors import ConfigurationError, StoreCorrupt
 from eventstore.paths import projections_path
 from eventstore.schema import APPLICATION_ID

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 import time
 from contextlib import closing
@@ -15,6 +14,7 @@ import click
 from eventstore.backends import log_transaction, open_log
 from eventstore.cli.options import log_option, projections_option
 from eventstore.db import connect
+from eventstore.engine import sqlite3
 from eventstore.errors import ConfigurationError, StoreError
 from eventstore.location import LogLocation
 from eventstore.log import log_position

@@ -7,12 +7,12 @@ tests). A store here is a connection to its projections file, the log attached a
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from contextlib import closing
 from pathlib import Path
 
 from eventstore.db import open_store, transaction
+from eventstore.engine import sqlite3
 from eventstore.paths import default_projections_path
 from eventstore.writer import AppendJob, append_jobs
 from projections import Projector, state_digest, table_digests

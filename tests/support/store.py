@@ -3,7 +3,6 @@ PostgreSQL log), never our own code."""
 
 from __future__ import annotations
 
-import sqlite3
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from eventstore.engine import sqlite3
 from eventstore.location import LogLocation, PostgresLog
 from eventstore.paths import default_projections_path
 
@@ -60,3 +60,18 @@ def table_columns(db_path: LogLocation, table: str) -> list[str]:
                "WHERE table_name = ? ORDER BY ordinal_position")  # fmt: skip
         return [row["name"] for row in query(db_path, sql, (table,))]
     return [row["name"] for row in query(db_path, f"PRAGMA table_info([{table}])")]
+
+
+def dump(path: Path) -> str:
+    """The file at ``path`` as text: every schema entry and every row of every stored table,
+    in a fixed order (the engine's wheel has no ``iterdump``)."""
+    with closing(sqlite3.connect(path)) as conn:
+        schema = conn.execute(
+            "SELECT type, name, sql FROM sqlite_master ORDER BY type, name"
+        ).fetchall()
+        lines = [repr(entry) for entry in schema]
+        for kind, name, sql in schema:
+            if kind == "table" and not str(sql).startswith("CREATE VIRTUAL TABLE"):
+                rows = conn.execute(f'SELECT * FROM "{name}"').fetchall()
+                lines += [f"{name}: {row!r}" for row in sorted(rows, key=repr)]
+    return "\n".join(lines)

@@ -8,7 +8,7 @@ their size (the write-ahead log included, the projections' symlink followed).
 from __future__ import annotations
 
 import json
-import sqlite3 as system_sqlite3  # dbstat: in Debian's SQLite, not in the wheel's (engine.py)
+import sqlite3 as system_sqlite3  # dbstat: in Debian's build, not pysqlite3's
 import sys
 from contextlib import closing
 from pathlib import Path

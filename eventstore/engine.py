@@ -1,10 +1,13 @@
 """The SQLite library every part of clerk-audit uses, and what it can do.
 
-One library for every process: two SQLite libraries in one process do not see each other's
-POSIX locks on the same file. Where the ``pysqlite3-binary`` wheel installs (Linux x86-64, a
-dependency there) it brings a current SQLite, which Datasette and sqlite-utils pick up by
-themselves; elsewhere the interpreter's own ``sqlite3``. A feature newer than the oldest
-SQLite we run on (Debian 12's 3.40) is tested for here, by version, and used where it is.
+One library for every process: Datasette and sqlite-utils use ``pysqlite3`` when it is
+installed, and two SQLite libraries in one process do not see each other's POSIX locks on the
+same file, so our code makes the same choice. clerk-audit does not install it: the
+``pysqlite3-binary`` wheel (SQLite 3.51) was measured and made the 1M-event rebuild hold
+1.3 GB instead of 0.8, most likely because that build forces temporary files, and so the
+index sorts, into memory (``TEMP_STORE=3``; ``bench/analysis.md``). A feature newer than the
+oldest SQLite we run on (Debian 12's 3.40) is tested for here, by version, and used where it
+is.
 """
 
 from typing import TYPE_CHECKING

@@ -23,8 +23,7 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
 
-from eventstore.engine import sqlite3
-from eventstore.engine import FTS5_SECURE_DELETE
+from eventstore.engine import FTS5_SECURE_DELETE, sqlite3
 from eventstore.envelope import load_json
 from eventstore.redaction import (
     REDACTION_TYPE,

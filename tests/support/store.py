@@ -64,7 +64,7 @@ def table_columns(db_path: LogLocation, table: str) -> list[str]:
 
 def dump(path: Path) -> str:
     """The file at ``path`` as text: every schema entry and every row of every stored table,
-    in a fixed order (the engine's wheel has no ``iterdump``)."""
+    in a fixed order (``pysqlite3`` has no ``iterdump``)."""
     with closing(sqlite3.connect(path)) as conn:
         schema = conn.execute(
             "SELECT type, name, sql FROM sqlite_master ORDER BY type, name"

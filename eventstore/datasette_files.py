@@ -161,8 +161,8 @@ class StoreFiles:
     @hookimpl
     def handle_exception(self, datasette: Any, request: Any, exception: Exception) -> Any:
         """Answer a query of several statements 400, as Datasette does on the interpreter's
-        ``sqlite3``: the engine's ``pysqlite3`` raises ``Warning`` for it, not
-        ``ProgrammingError``, and Datasette would answer 500."""
+        ``sqlite3``: ``pysqlite3``, when installed (``eventstore.engine``), raises ``Warning``
+        for it, not ``ProgrammingError``, and Datasette would answer 500."""
         if not isinstance(exception, sqlite3.Warning):
             return None
         invalid = DatasetteError(str(exception), title="Invalid SQL", status=400)

@@ -5,9 +5,8 @@ installed, and two SQLite libraries in one process do not see each other's POSIX
 same file, so our code makes the same choice. clerk-audit does not install it: the
 ``pysqlite3-binary`` wheel (SQLite 3.51) was measured and made the 1M-event rebuild hold
 1.3 GB instead of 0.8, most likely because that build forces temporary files, and so the
-index sorts, into memory (``TEMP_STORE=3``; ``bench/analysis.md``). A feature newer than the
-oldest SQLite we run on (Debian 12's 3.40) is tested for here, by version, and used where it
-is.
+index sorts, into memory (``TEMP_STORE=3``; ``bench/analysis.md``). A feature newer than
+Debian 12's SQLite (3.40), the oldest we run on, is tested for here by version.
 """
 
 from typing import TYPE_CHECKING
@@ -17,7 +16,7 @@ if TYPE_CHECKING:
 else:
     try:
         from pysqlite3 import dbapi2 as sqlite3
-    except ImportError:  # no wheel for this platform: the interpreter's SQLite
+    except ImportError:  # not installed (the usual case): the interpreter's SQLite
         import sqlite3
 
 FTS5_SECURE_DELETE = sqlite3.sqlite_version_info >= (3, 42, 0)

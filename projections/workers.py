@@ -38,10 +38,10 @@ IN_FLIGHT_PER_WORKER = 2
 POOL_MIN_EVENTS = 50_000
 """Below this, worker processes take longer to start than the rebuild takes without them."""
 PART_PAGE_SIZE = 65_536
-PART_CACHE_KIB = 65_536
-"""A part file's pages and cache: a chunk's rows stay in memory until its one commit, written
-out in few large pages (measured: half the CPU of an insert with 4 KiB pages and the 2 MiB
-default cache)."""
+PART_CACHE_KIB = 24_576
+"""A part file's pages and cache: a chunk's rows are written out in few large pages (measured:
+half the CPU of an insert with 4 KiB pages and the 2 MiB default cache). A larger cache holds
+a whole chunk until its commit, but costs each worker its size in memory."""
 SMALL_PART_EVENTS = 10_000
 """Below this many events a part file keeps SQLite's 4 KiB pages: each of its tables takes at
 least a page, and 64 KiB pages would make a small log's rebuild need megabytes of scratch

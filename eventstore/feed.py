@@ -19,8 +19,9 @@ cursor to send next. One writer assigns positions in commit order, so ``position
 misses an event committed later. With filters, a request looks at most :data:`SCAN_SPAN`
 positions past ``N`` and ``next`` moves past the ones it looked at, so a worker interested in a
 rare type never rereads the log. With ``wait``, a request that finds nothing waits up to ``S``
-seconds for the writer's next commit (:class:`CommitSignal`) instead of answering at once;
-commits by other processes (``import``, ``backfill``) are seen within :data:`POLL_S`.
+seconds for the writer's next commit (:class:`CommitSignal`) instead of answering at once,
+and then :data:`GATHER_S` more for the commits after it; commits by other processes
+(``import``, ``backfill``) are seen within :data:`POLL_S`.
 
 Reads run in a small pool of threads, each with its own read-only connection, never on the
 event loop and never on the writer's connection. The token is compared in constant time, as
@@ -78,6 +79,11 @@ POLL_ENV = "CLERK_AUDIT_FEED_POLL_S"
 POLL_S = float(os.environ.get(POLL_ENV, "") or 1.0)
 """How often a waiting request looks again without a signal (commits by other processes);
 ``CLERK_AUDIT_FEED_POLL_S`` changes it (the tests make it long, to see the signal work)."""
+GATHER_S = 0.1
+"""How long a waiting request, once a commit wakes it, lets the next commits gather before it
+reads: a reader that keeps up then makes about ten requests a second under load rather than
+one per group commit (about a hundred), each of them event-loop time taken from ingest
+(bench/analysis.md). A worker sees an event at most this much later."""
 READERS = 4
 """Threads (and read-only connections) serving the feed."""
 PARAMETERS = frozenset({"after", "limit", "wait", "type", "object_id"})
@@ -373,6 +379,7 @@ class Feed:
             while not found and (remaining := deadline - loop.time()) > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(commit.wait(), min(remaining, POLL_S))
+                    await asyncio.sleep(min(GATHER_S, max(0.0, deadline - loop.time())))
                 commit = self._signal.current
                 body, after, found = await loop.run_in_executor(
                     self._pool, self._read, after, query

@@ -49,7 +49,11 @@ def _date(day: int) -> str:
     return date
 
 
-_CLOCK = [f"T{h:02d}:{m:02d}:{s:02d}." for h in range(24) for m in range(60) for s in range(60)]
+_SIXTY = [f"{n:02d}" for n in range(60)]
+_MINUTES = [f"T{h:02d}:{m}:" for h in range(24) for m in _SIXTY]
+_CLOCK = [minute + second + "." for minute in _MINUTES for second in _SIXTY]
+"""``THH:MM:SS.`` per second of the day, joined from parts: formatting all 86,400 took 0.14 s
+at every import, paid by each CLI command and each rebuild or verify worker."""
 _MILLIS = [f"{n:03d}Z" for n in range(1000)]
 
 

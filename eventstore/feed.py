@@ -379,6 +379,7 @@ class Feed:
             while not found and (remaining := deadline - loop.time()) > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(commit.wait(), min(remaining, POLL_S))
+                    # woken by a commit (not the poll's timeout): let the next ones gather
                     await asyncio.sleep(min(GATHER_S, max(0.0, deadline - loop.time())))
                 commit = self._signal.current
                 body, after, found = await loop.run_in_executor(

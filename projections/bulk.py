@@ -82,7 +82,7 @@ FETCH_BATCH = 1_000
 SORT_THREADS = 1
 """``PRAGMA threads`` for the index builds and sorts: one helper thread, for the second core
 (each sorter thread may hold up to the cache size in memory)."""
-BULK_CACHE_KIB = 32_768
+REBUILD_CACHE_KIB = 32_768
 """The rebuilding process's page cache. An index build's sort holds up to this much per
 thread besides, so the process peaks near three times it; the rebuild's memory target (all
 processes under 500 MB) allows 32 MiB (bench/analysis.md)."""
@@ -264,7 +264,7 @@ def bulk_connection(file: Path) -> sqlite3.Connection:
     """A connection for filling a new, unpublished file: no journal, no syncs (a crash leaves
     a file nobody reads, deleted by the next rebuild). Each statement commits by itself (part
     files cannot be attached within a transaction); without a journal that costs nothing."""
-    conn = connect(file, synchronous="OFF", cache_kib=BULK_CACHE_KIB)
+    conn = connect(file, synchronous="OFF", cache_kib=REBUILD_CACHE_KIB)
     conn.execute("PRAGMA journal_mode = OFF")
     conn.execute("PRAGMA locking_mode = EXCLUSIVE")
     conn.execute(f"PRAGMA threads = {SORT_THREADS}")
@@ -405,12 +405,13 @@ def build(
         create_tables(conn, instance)
         conn.execute("COMMIT")
         _stage(conn, file, upto)
-        with worker_pool(workers_for(upto, workers)) as run:
+        processes = workers_for(upto, workers)
+        with worker_pool(processes) as run:
             count, unmade = _timeline(conn, run, log, file, upto, progress, instance)
         _entities(conn, unmade)
         # New workers: the fold's leave 100 MB or more each of freed but still resident
         # memory behind them (Python keeps its arenas), and the derivation needs little.
-        with worker_pool(workers_for(upto, workers)) as run:
+        with worker_pool(processes) as run:
             derived = _derive(run, file, upto)
             _load(conn)
             parts = derived()

@@ -25,6 +25,7 @@ from projections.fold import (
 )
 from projections.history import derive_added, insert_versions
 from projections.schema import TIMELINE, TIMELINE_COLUMNS
+from projections.search import index_rows
 
 SUMMARY = TIMELINE_COLUMNS.index("summary")
 
@@ -74,12 +75,14 @@ def upsert_rows(conn: sqlite3.Connection, spec: EntitySpec, rows: Iterable[Entit
 
 
 def insert_timeline(conn: sqlite3.Connection, rows: Iterable[TimelineRow]) -> None:
-    """Insert ``rows`` in one statement, from a staging table: inserted one by one, each row
-    was a statement of its own, and the full-text index wrote a segment per statement."""
+    """Insert ``rows`` in one statement, from a staging table, and index them: inserted one by
+    one, each row was a statement of its own, and the full-text index wrote a segment per
+    statement."""
     create, stage = _STAGE
     conn.execute(create)
     conn.executemany(stage, rows)
     conn.execute(_INSERT_TIMELINE)
+    index_rows(conn, _STAGED)
     conn.execute(f"DELETE FROM {_STAGED}")
 
 

@@ -14,7 +14,8 @@ and the result is what a rebuild of the redacted log gives. The transaction runs
 ``PRAGMA secure_delete = ON`` and the projections' WAL is truncated after it
 (:func:`erase_replaced`), so the replaced bytes are gone from the file, not just unreachable.
 The full-text index drops the old tokens with FTS5's ``secure-delete`` where the SQLite has it
-(``eventstore.engine``); elsewhere an ``'optimize'`` rewrites the whole index to drop them.
+(``eventstore.engine``); elsewhere an ``'optimize'`` rewrites each shard of the index that held
+the rows (``projections.schema.SEARCH_SHARDS``) to drop them.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from projections.fold import (
     version_row,
 )
 from projections.history import insert_versions, rederive
-from projections.schema import ERRORS, SEARCH, TIMELINE, TIMELINE_COLUMNS
+from projections.schema import ERRORS, TIMELINE, TIMELINE_COLUMNS, search_shard, shard_of
 
 _SUMMARY = TIMELINE_COLUMNS.index("summary")
 PROJECTIONS_SECURE_DELETE = "ON"
@@ -168,8 +169,10 @@ def reproject(
     caller's transaction on ``conn``, with ``secure_delete`` on for it. Returns the events
     that could not be projected (their old rows are gone either way)."""
     conn.execute("PRAGMA secure_delete = ON")
+    shards = _shards(conn, positions)
     if FTS5_SECURE_DELETE:  # the old tokens leave the index's pages with their rows
-        conn.execute(f"INSERT INTO {SEARCH} ({SEARCH}, rank) VALUES ('secure-delete', 1)")
+        for shard in shards:
+            conn.execute(f"INSERT INTO {shard} ({shard}, rank) VALUES ('secure-delete', 1)")
     for part in in_chunks(positions):
         conn.execute(f"DELETE FROM {TIMELINE} WHERE position IN {_in(part)}", part)
         conn.execute(f"DELETE FROM {ERRORS} WHERE position IN {_in(part)}", part)
@@ -209,9 +212,19 @@ def reproject(
         conn.executemany(_rewrite_sql(spec), rows)
     insert_versions(conn, versions)  # same keys: the redacted fields replace the old ones
     rederive(conn, ((v[0], v[1]) for v in versions))
-    if not FTS5_SECURE_DELETE:  # merged into one segment, the index keeps no old token
-        conn.execute(f"INSERT INTO {SEARCH} ({SEARCH}) VALUES ('optimize')")
+    if not FTS5_SECURE_DELETE:  # merged into one segment, a shard keeps no old token
+        for shard in shards | _shards(conn, positions):
+            conn.execute(f"INSERT INTO {shard} ({shard}) VALUES ('optimize')")
     return failures
+
+
+def _shards(conn: sqlite3.Connection, positions: Sequence[int]) -> set[str]:
+    """The full-text shards that hold the timeline rows at ``positions``."""
+    found: set[str] = set()
+    for part in in_chunks(positions):
+        query = f"SELECT DISTINCT {shard_of()} FROM {TIMELINE} WHERE position IN {_in(part)}"
+        found.update(search_shard(number) for (number,) in conn.execute(query, part))
+    return found
 
 
 def _stored_event_ids(

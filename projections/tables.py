@@ -17,14 +17,15 @@ from projections.schema import (
     META,
     META_DDL,
     PROJECTION_TABLES,
-    SEARCH,
     SEARCH_DDL,
+    TIMELINE,
     VIEWS,
     fingerprint,
     index_ddl,
     table_ddl,
     view_ddl,
 )
+from projections.search import index_rows
 
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
@@ -89,12 +90,11 @@ def create_indexes(conn: sqlite3.Connection) -> None:
 
 
 def create_search(conn: sqlite3.Connection) -> None:
-    """The timeline's full-text index, built from the rows already there and kept up to date
-    by triggers from then on (a rebuild makes it last: each trigger would cost more than the
-    one pass)."""
+    """The timeline's full-text index, built from the rows already there (a rebuild makes it
+    last: one pass over them all costs less than a batch at a time)."""
     for statement in SEARCH_DDL:
         conn.execute(statement)
-    conn.execute(f"INSERT INTO {SEARCH} ({SEARCH}) VALUES ('rebuild')")
+    index_rows(conn, TIMELINE)
 
 
 def create_schema(conn: sqlite3.Connection, instance: str | None = None) -> None:

@@ -364,8 +364,8 @@ async def hidden_tables(ds: Datasette, database: str) -> tuple[set[str], set[str
 @pytest.mark.asyncio
 async def test_internal_tables_are_hidden(ds: Datasette) -> None:
     projections, hidden = await hidden_tables(ds, PROJECTIONS)
-    assert {"_projection_meta", "entity_versions", "audit_timeline_fts"} <= hidden
-    assert all(h.startswith(("_", "entity_", "audit_timeline_fts")) for h in hidden)
+    assert {"_projection_meta", "entity_versions", "audit_timeline_fts_0"} <= hidden
+    assert all(h.startswith(("_", "entity_", "audit_timeline_fts_")) for h in hidden)
     assert {"audit_timeline", "projection_errors"} <= projections
     assert "events" not in projections
     log, hidden = await hidden_tables(ds, LOG)

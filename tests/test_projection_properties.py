@@ -20,7 +20,7 @@ from eventstore.engine import sqlite3
 from eventstore.paths import default_projections_path
 from projections import rebuild
 from projections.entities import BY_OBJECT_TYPE
-from tests.support.direct import append_all, connect, digest, new_store
+from tests.support.direct import append_all, connect, digest, misindexed, new_store
 from tests.support.history import Event, deliveries, histories
 
 PROPERTY_SETTINGS = settings(
@@ -65,6 +65,7 @@ def test_live_projections_equal_a_rebuild(data: st.DataObject, events: list[Even
     shuffled = data.draw(deliveries(events))
     with store_with(shuffled) as (path, conn):
         live = digest(conn)
+        assert misindexed(conn) == []
         projections = default_projections_path(path)
         assert rebuild(path, projections, check=True).differences == ()
         result = rebuild(path, projections)
@@ -72,6 +73,7 @@ def test_live_projections_equal_a_rebuild(data: st.DataObject, events: list[Even
         assert digest(conn) == live, "the old generation changed under its reader"
         rebuilt = connect(path)
         assert digest(rebuilt) == live
+        assert misindexed(rebuilt) == []
         rebuilt.close()
 
 

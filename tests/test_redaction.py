@@ -32,7 +32,8 @@ from eventstore.paths import default_projections_path
 from eventstore.redaction import redaction_record
 from eventstore.samples import sample_body
 from eventstore.writer import AppendJob, append_jobs
-from tests.support.direct import RECEIVED, connect, digest, new_store, project
+from projections.schema import SEARCH_SHARDS, search_shard, shard_of
+from tests.support.direct import RECEIVED, connect, digest, misindexed, new_store, project
 
 CLI = Path(sys.executable).with_name("clerk-audit")
 MAYA = "user_3HSCezDl5JNycphIFtMXfMdwRie"
@@ -192,6 +193,53 @@ def test_verify_passes_after_a_redaction(redacted: tuple[Path, str]) -> None:
 def test_the_user_is_gone_from_every_byte(redacted: tuple[Path, str], kind: str) -> None:
     db_path, _ = redacted
     assert _found_in_files(db_path.parent, PERSONAL, kind) == {}
+
+
+def _search_shards(db_path: Path) -> dict[str, str]:
+    """A hash of the stored index pages of each full-text shard."""
+    projections = default_projections_path(db_path)
+    return {
+        shard: hashlib.sha256(
+            repr(_rows(projections, f"SELECT * FROM {shard}_data")).encode()
+        ).hexdigest()
+        for shard in map(search_shard, range(SEARCH_SHARDS))
+    }
+
+
+def _organizations(numbers: range) -> list[tuple[str, bytes]]:
+    """Updates of other organizations, whose timeline rows fall into every shard."""
+
+    def named(n: int) -> Callable[[dict[str, Any]], None]:
+        def edit(document: dict[str, Any]) -> None:
+            document["data"]["id"] = f"org_other_{n:03d}"
+            document["event_attributes"]["http_request"]["client_ip"] = TOMAS_IP
+
+        return edit
+
+    return [(f"msg_org_{n:03d}", _with("organization.updated", named(n))) for n in numbers]
+
+
+def test_only_the_search_shards_that_held_the_user_are_rewritten(db_path: Path) -> None:
+    _store(db_path, _events() + _organizations(range(64)))
+    _append(db_path, _organizations(range(64, 128)))  # a second segment in most shards
+    with closing(connect(db_path)) as conn:
+        project(conn)
+    before = _search_shards(db_path)
+    assert _redact(db_path).returncode == 0
+    after = _search_shards(db_path)
+    ((body,),) = _rows(db_path, "SELECT body FROM events WHERE event_type = ?",
+                       ("clerk-audit.redaction",))  # fmt: skip
+    redacted = json.loads(body)["data"]["positions"]
+    shards = _rows(default_projections_path(db_path), f"SELECT position, {shard_of()} FROM "
+                   "audit_timeline WHERE position IN (SELECT max(position) FROM audit_timeline) "
+                   f"OR position IN ({', '.join(map(str, redacted))})")  # fmt: skip
+    held = {search_shard(n) for position, n in shards if position in redacted}
+    assert len(held) > 1  # her rows are spread, so the bytes test sees every shard they are in
+    recorded = {search_shard(n) for position, n in shards if position not in redacted}
+    assert {shard for shard in before if before[shard] != after[shard]} == held | recorded
+    assert _found_in_files(db_path.parent, PERSONAL, "projections") == {}
+    with closing(connect(db_path)) as conn:
+        assert misindexed(conn) == []
 
 
 def test_the_projections_show_the_redacted_state(redacted: tuple[Path, str]) -> None:

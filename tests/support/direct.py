@@ -17,6 +17,7 @@ from eventstore.paths import default_projections_path
 from eventstore.writer import AppendJob, append_jobs
 from projections import Projector, state_digest, table_digests
 from projections.files import create_empty
+from projections.schema import SEARCH_SHARDS, SEARCHED, TIMELINE, search_shard, shard_of
 
 RECEIVED = "2026-11-23T12:00:00.000Z"
 
@@ -65,3 +66,27 @@ def append_all(conn: sqlite3.Connection, events: Iterable[tuple[str, bytes]]) ->
 def digest(conn: sqlite3.Connection) -> str:
     """The state digest of the projections."""
     return state_digest(table_digests(conn))
+
+
+def misindexed(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
+    """What the full-text shards hold that a fresh index of the timeline would not, and the
+    other way round (``(term, position, column, offset, shard)``, every word of every row,
+    each in the shard of its row): empty when the index is exact."""
+    columns = ", ".join(SEARCHED)
+    conn.execute(f"CREATE VIRTUAL TABLE temp.fresh USING fts5({columns}, content='', "
+                 "tokenize=\"unicode61 tokenchars '_.@-'\")")  # fmt: skip
+    conn.execute(f"INSERT INTO temp.fresh (rowid, {columns}) SELECT position, {columns} "
+                 f"FROM {TIMELINE}")  # fmt: skip
+    conn.execute("CREATE VIRTUAL TABLE temp.fresh_words USING fts5vocab(temp, fresh, instance)")
+    expected = set(conn.execute(
+        f"SELECT w.term, w.doc, w.col, w.offset, {shard_of('t.')} FROM temp.fresh_words AS w "
+        f"JOIN {TIMELINE} AS t ON t.position = w.doc"))  # fmt: skip
+    held: set[tuple[object, ...]] = set()
+    for number in range(SEARCH_SHARDS):
+        name = search_shard(number)
+        conn.execute(f"CREATE VIRTUAL TABLE temp.words USING fts5vocab(main, {name}, instance)")
+        held |= {(*row, number) for row in conn.execute("SELECT * FROM temp.words")}
+        conn.execute("DROP TABLE temp.words")
+    conn.execute("DROP TABLE temp.fresh_words")
+    conn.execute("DROP TABLE temp.fresh")
+    return sorted(expected ^ held, key=repr)

@@ -1,6 +1,5 @@
 """clerk-audit's event store: verified Clerk webhooks appended to an immutable SQLite log."""
 
-from eventstore.envelope import Envelope, NotAnEvent, parse_envelope
 from eventstore.errors import (
     AuditStoreError,
     BodyTooLarge,
@@ -12,6 +11,7 @@ from eventstore.errors import (
     StoreUnavailable,
     VerificationFailed,
 )
+from eventstore.jsondoc import NotAnEvent
 from eventstore.records import DeliveryRecord, EventRecord
 
 __all__ = [
@@ -20,7 +20,6 @@ __all__ = [
     "ConfigurationError",
     "DeliveryRecord",
     "DeliveryRejected",
-    "Envelope",
     "EventConflict",
     "EventRecord",
     "NotAnEvent",
@@ -28,5 +27,4 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "VerificationFailed",
-    "parse_envelope",
 ]

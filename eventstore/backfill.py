@@ -55,8 +55,8 @@ import orjson
 
 from eventstore.backends import log_transaction, open_log
 from eventstore.engine import sqlite3
-from eventstore.envelope import NotAnEvent, load_json
 from eventstore.errors import BackfillFailed
+from eventstore.jsondoc import NotAnEvent, load_json
 from eventstore.location import LogLocation, PostgresLog
 from eventstore.log import append_many, event_record
 from eventstore.sql import Sql

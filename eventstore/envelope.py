@@ -6,16 +6,13 @@ without notice and older events lack newer ones, so every field but ``type`` is 
 field of the wrong JSON type reads as absent instead of failing the event. Only a body that is
 not a JSON object with a string ``type`` is refused (:class:`NotAnEvent`); the ingest route
 stores such a body as quarantined. The projector reads the same bodies with the same
-:func:`load_json`, so both agree on what is an event.
+``eventstore.jsondoc.load_json``, so both agree on what is an event.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Annotated, Any
 
-import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,11 +24,8 @@ from pydantic import (
     WrapValidator,
 )
 
+from eventstore.jsondoc import parse_document
 from eventstore.timefmt import iso_ms, normalise_ms
-
-
-class NotAnEvent(ValueError):
-    """A verified body that is not a JSON object with a string ``type``."""
 
 
 def _absent_if_invalid(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
@@ -99,73 +93,6 @@ class Envelope(ClerkModel):
             if ms is not None:
                 return iso_ms(ms)
         return None
-
-
-MAX_DEPTH = 1024
-"""orjson's nesting limit: the one limit on depth, whichever parser reads a body."""
-RECURSION_LIMIT = 4 * MAX_DEPTH
-"""The standard library's ``json`` (which keeps long integers exact) and its encoder (which
-writes values orjson will not) recurse once per level and stop at the interpreter's recursion
-limit, which counts the caller's frames too: with the default 1,000, whether a 980-level body
-could be read depended on which process read it and how deep its stack was. Every process
-that reads or writes bodies imports this module, so the limit is raised here, once."""
-if sys.getrecursionlimit() < RECURSION_LIMIT:
-    sys.setrecursionlimit(RECURSION_LIMIT)
-
-_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
-_LONG_RUN = b"0" * 19
-
-
-def has_long_number(body: bytes) -> bool:
-    """Whether ``body`` has a run of 19 or more digits, which may be an integer past 64 bits
-    (orjson reads those as floats). Mapping every digit to ``0`` and searching for a run of
-    zeros takes a tenth of the time of the regex ``\\d{19,}``, which tried a match at every
-    digit (measured on a 2.6 KB body: 12 against 162 us)."""
-    return _LONG_RUN in body.translate(_DIGITS_AS_ZEROS)
-
-
-def load_json(body: bytes, long_number: bool | None = None) -> Any:
-    """Parse JSON bytes strictly (orjson's rules: UTF-8, no NaN or Infinity, no lone
-    surrogates, at most 1,024 levels deep), keeping integers past 64 bits exact.
-
-    orjson rounds such integers to floats without a word, so a body with a long run of digits
-    is checked by orjson and then read by the standard library, which keeps them exact.
-
-    :param long_number: :func:`has_long_number` of ``body``, when already known.
-    :raises NotAnEvent: the bytes are not such JSON.
-    """
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise NotAnEvent(f"body is not valid JSON: {error}") from None
-    if not (has_long_number(body) if long_number is None else long_number):
-        return document
-    try:
-        return json.loads(body)
-    except RecursionError:
-        raise NotAnEvent("body is not valid JSON: nested too deeply") from None
-
-
-def dump_json(value: object) -> str:
-    """Compact JSON text of a parsed value (integers past 64 bits, and nesting past orjson's
-    254 levels for writing, through the standard library)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def parse_document(body: bytes) -> dict[str, Any]:
-    """The JSON object of a verified body.
-
-    :raises NotAnEvent: the body is not a JSON object with a string ``type``.
-    """
-    document = load_json(body)
-    if not isinstance(document, dict):
-        raise NotAnEvent(f"body is JSON {type(document).__name__}, not an object")
-    if not isinstance(document.get("type"), str):
-        raise NotAnEvent('body has no string "type"')
-    return document
 
 
 def parse_envelope(body: bytes) -> Envelope:

@@ -49,8 +49,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventstore.engine import sqlite3
-from eventstore.envelope import load_json
 from eventstore.errors import BadFeedRequest, FeedUnauthorized, StoreError
+from eventstore.jsondoc import load_json
 from eventstore.location import LogLocation, open_log_reader
 from eventstore.sql import Sql
 

@@ -31,9 +31,9 @@ from typing import IO, Any
 
 import orjson
 
-from eventstore.envelope import NotAnEvent, parse_document
 from eventstore.errors import ImportRefused
 from eventstore.feed import COLUMNS
+from eventstore.jsondoc import NotAnEvent, parse_document
 from eventstore.log import EventRow, event_row, sha256_hex
 from eventstore.records import EventRecord
 

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from eventstore.chain import GENESIS, link
 from eventstore.chain import Row as ChainRow
-from eventstore.envelope import Envelope, NotAnEvent, parse_document
 from eventstore.errors import EventConflict, StoreCorrupt
+from eventstore.jsondoc import NotAnEvent, parse_document
 from eventstore.records import DeliveryRecord, EventRecord
 from eventstore.sql import Sql
 
@@ -89,6 +89,8 @@ def event_record(
             event_id, None, None, None, None, None, received_at, svix_timestamp, body, digest,
             "quarantined", str(reason),
         )  # fmt: skip
+    from eventstore.envelope import Envelope  # pydantic: verify's workers start without it
+
     envelope = Envelope.model_validate(document)
     return EventRecord(
         event_id=event_id,

@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from eventstore.envelope import dump_json, load_json, split_type
+from eventstore.envelope import split_type
+from eventstore.jsondoc import dump_json, load_json
 from eventstore.timefmt import iso_ms, occurred_ms
 from projections.entities import BY_OBJECT_TYPE, EntitySpec
 from projections.fields import Doc, iso, ms, obj, text
@@ -62,7 +63,7 @@ def parse_logged(
     """The event at ``position``; None if its body is not an event (never projected).
 
     :param long_digits: whether ``body`` has a long run of digits, when already known
-        (``eventstore.envelope.has_long_number``).
+        (``eventstore.jsondoc.has_long_number``).
     :param instance: the configured Clerk instance (``projections.instance``), if any.
     """
     return logged_event(position, event_id, load_json(body, long_digits), instance)

@@ -25,7 +25,7 @@ from functools import cache
 from typing import Any
 
 from eventstore.engine import FTS5_SECURE_DELETE, sqlite3
-from eventstore.envelope import load_json
+from eventstore.jsondoc import load_json
 from eventstore.redaction import (
     REDACTION_TYPE,
     Subject,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from eventstore.engine import sqlite3
-from eventstore.envelope import has_long_number
+from eventstore.jsondoc import has_long_number
 from eventstore.paths import default_projections_path
 from projections import bulk, rebuild
 from projections.files import target

@@ -13,9 +13,7 @@ A redaction keeps every version key (``eventstore.redaction``), so the winners d
 and the result is what a rebuild of the redacted log gives. The transaction runs with
 ``PRAGMA secure_delete = ON`` and the projections' WAL is truncated after it
 (:func:`erase_replaced`), so the replaced bytes are gone from the file, not just unreachable.
-The full-text index drops the old tokens with FTS5's ``secure-delete`` where the SQLite has it
-(``eventstore.engine``); elsewhere an ``'optimize'`` rewrites each shard of the index that held
-the rows (``projections.schema.SEARCH_SHARDS``) to drop them.
+The full-text index lets the old words go for good as well (``projections.search.forgetting``).
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
 
-from eventstore.engine import FTS5_SECURE_DELETE, sqlite3
+from eventstore.engine import sqlite3
 from eventstore.jsondoc import load_json
 from eventstore.redaction import (
     REDACTION_TYPE,
@@ -49,7 +47,8 @@ from projections.fold import (
     version_row,
 )
 from projections.history import insert_versions, rederive
-from projections.schema import ERRORS, TIMELINE, TIMELINE_COLUMNS, search_shard, shard_of
+from projections.schema import ERRORS, TIMELINE, TIMELINE_COLUMNS
+from projections.search import forgetting
 
 _SUMMARY = TIMELINE_COLUMNS.index("summary")
 PROJECTIONS_SECURE_DELETE = "ON"
@@ -169,13 +168,18 @@ def reproject(
     caller's transaction on ``conn``, with ``secure_delete`` on for it. Returns the events
     that could not be projected (their old rows are gone either way)."""
     conn.execute("PRAGMA secure_delete = ON")
-    shards = _shards(conn, positions)
-    if FTS5_SECURE_DELETE:  # the old tokens leave the index's pages with their rows
-        for shard in shards:
-            conn.execute(f"INSERT INTO {shard} ({shard}, rank) VALUES ('secure-delete', 1)")
-    for part in in_chunks(positions):
-        conn.execute(f"DELETE FROM {TIMELINE} WHERE position IN {_in(part)}", part)
-        conn.execute(f"DELETE FROM {ERRORS} WHERE position IN {_in(part)}", part)
+    with forgetting(conn, positions):
+        for part in in_chunks(positions):
+            conn.execute(f"DELETE FROM {TIMELINE} WHERE position IN {_in(part)}", part)
+            conn.execute(f"DELETE FROM {ERRORS} WHERE position IN {_in(part)}", part)
+        return _project_again(conn, log, positions, instance)
+
+
+def _project_again(
+    conn: sqlite3.Connection, log: Sql, positions: Sequence[int], instance: str | None
+) -> list[Failure]:
+    """The rows of ``positions`` from their (redacted) bodies: timeline rows inserted, the
+    entity rows they gave rewritten, their versions replaced and the history derived again."""
     failures: list[Failure] = []
     parsed: list[tuple[LoggedEvent, Claim | None]] = []
     for position, event_id, body, status in read_bodies(log, positions):
@@ -212,19 +216,7 @@ def reproject(
         conn.executemany(_rewrite_sql(spec), rows)
     insert_versions(conn, versions)  # same keys: the redacted fields replace the old ones
     rederive(conn, ((v[0], v[1]) for v in versions))
-    if not FTS5_SECURE_DELETE:  # merged into one segment, a shard keeps no old token
-        for shard in shards | _shards(conn, positions):
-            conn.execute(f"INSERT INTO {shard} ({shard}) VALUES ('optimize')")
     return failures
-
-
-def _shards(conn: sqlite3.Connection, positions: Sequence[int]) -> set[str]:
-    """The full-text shards that hold the timeline rows at ``positions``."""
-    found: set[str] = set()
-    for part in in_chunks(positions):
-        query = f"SELECT DISTINCT {shard_of()} FROM {TIMELINE} WHERE position IN {_in(part)}"
-        found.update(search_shard(number) for (number,) in conn.execute(query, part))
-    return found
 
 
 def _stored_event_ids(

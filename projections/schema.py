@@ -206,7 +206,7 @@ SEARCH = f"{TIMELINE}_fts"
 """What the search box queries: a view over the index's shards, with the columns of one."""
 SEARCH_SHARDS = 16
 """The full-text index is this many FTS5 tables, each holding the rows of some users (else of
-some objects). Forgetting a person (``projections.redactions``) rewrites only the shards that
+some objects). Forgetting a person (``projections.search``) rewrites only the shards that
 held their words: before SQLite 3.42 a deleted row's words leave an FTS5 index only when the
 whole of it is merged again, 87 MB and about 2 s for a million events in one table."""
 _TOKENS = "tokenize=\"unicode61 tokenchars '_.@-'\""
@@ -236,12 +236,11 @@ def _kept_in_step(when: str) -> str:
     and, for an update, puts the new ones in. Inserts are indexed a batch at a time
     (``projections.search``): a trigger would route each row on its own, at about 20 µs."""
     body, columns = [], ", ".join(SEARCHED)
+    old, new = (", ".join(f"{row}.{c}" for c in ("position", *SEARCHED)) for row in ("old", "new"))
     for number, name in enumerate(map(search_shard, range(SEARCH_SHARDS))):
-        old = ", ".join(f"old.{c}" for c in ("position", *SEARCHED))
         body.append(f"INSERT INTO {name} ({name}, rowid, {columns}) SELECT 'delete', {old} "
                     f"WHERE {shard_of('old.')} = {number}")  # fmt: skip
         if when == "UPDATE":
-            new = ", ".join(f"new.{c}" for c in ("position", *SEARCHED))
             body.append(f"INSERT INTO {name} (rowid, {columns}) SELECT {new} "
                         f"WHERE {shard_of('new.')} = {number}")  # fmt: skip
     return (f"CREATE TRIGGER {SEARCH}_{when.lower()} AFTER {when} ON {TIMELINE} BEGIN "

@@ -209,7 +209,9 @@ SEARCH_SHARDS = 16
 some objects). Forgetting a person (``projections.search``) rewrites only the shards that
 held their words: before SQLite 3.42 a deleted row's words leave an FTS5 index only when the
 whole of it is merged again, 87 MB and about 2 s for a million events in one table."""
-_TOKENS = "tokenize=\"unicode61 tokenchars '_.@-'\""
+SEARCH_TOKENS = "tokenize=\"unicode61 tokenchars '_.@-'\""
+"""The shards' tokenizer: ``_ . @ -`` are part of a word, so an id, an address or an email is
+one word."""
 
 
 def search_shard(number: int) -> str:
@@ -227,7 +229,7 @@ def shard_of(row: str = "", position: str = "position") -> str:
 def _shard_ddl(number: int) -> str:
     return (
         f"CREATE VIRTUAL TABLE {search_shard(number)} USING fts5({', '.join(SEARCHED)}, "
-        f'content="{TIMELINE}", content_rowid=position, {_TOKENS})'
+        f'content="{TIMELINE}", content_rowid=position, {SEARCH_TOKENS})'
     )
 
 

@@ -17,7 +17,14 @@ from eventstore.paths import default_projections_path
 from eventstore.writer import AppendJob, append_jobs
 from projections import Projector, state_digest, table_digests
 from projections.files import create_empty
-from projections.schema import SEARCH_SHARDS, SEARCHED, TIMELINE, search_shard, shard_of
+from projections.schema import (
+    SEARCH_SHARDS,
+    SEARCH_TOKENS,
+    SEARCHED,
+    TIMELINE,
+    search_shard,
+    shard_of,
+)
 
 RECEIVED = "2026-11-23T12:00:00.000Z"
 
@@ -74,7 +81,7 @@ def misindexed(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
     each in the shard of its row): empty when the index is exact."""
     columns = ", ".join(SEARCHED)
     conn.execute(f"CREATE VIRTUAL TABLE temp.fresh USING fts5({columns}, content='', "
-                 "tokenize=\"unicode61 tokenchars '_.@-'\")")  # fmt: skip
+                 f"{SEARCH_TOKENS})")  # fmt: skip
     conn.execute(f"INSERT INTO temp.fresh (rowid, {columns}) SELECT position, {columns} "
                  f"FROM {TIMELINE}")  # fmt: skip
     conn.execute("CREATE VIRTUAL TABLE temp.fresh_words USING fts5vocab(temp, fresh, instance)")

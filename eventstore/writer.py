@@ -123,15 +123,16 @@ class AppendJob:
 
 
 def append_jobs(
-    conn: Sql, jobs: Sequence[AppendJob]
+    conn: Sql, jobs: Sequence[AppendJob], records: Sequence[EventRecord] | None = None
 ) -> list[tuple[Appended | EventConflict, bool]]:
     """Run ``jobs`` together: one look-up and one insert for their events, one insert for their
-    deliveries.
+    deliveries. ``records``: the jobs' records, if made already (before taking a lock).
 
     :returns: ``(outcome, failed)`` per job: an :class:`Appended`, or the :class:`EventConflict`
         of an ``event_id`` stored with another body (its ``conflict`` delivery is recorded).
     """
-    records = [job.record() for job in jobs]
+    if records is None:
+        records = [job.record() for job in jobs]
     outcomes: list[tuple[Appended | EventConflict, bool]] = []
     deliveries: list[DeliveryRecord] = []
     for job, record, result in zip(jobs, records, append_many(conn, records), strict=True):

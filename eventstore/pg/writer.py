@@ -143,14 +143,15 @@ class PgGroupCommitWriter:
         for (the lock, the inserts, the commit) sent without waiting for its answer: two round
         trips to the database instead of a dozen. False (rolled back) if the group holds other
         jobs, deliveries are held, or the database refused any of it."""
-        jobs = [p.job for p in group]
-        if self._held or not all(isinstance(job, AppendJob) for job in jobs):
+        jobs = [p.job for p in group if isinstance(p.job, AppendJob)]
+        if self._held or len(jobs) != len(group):
             return False
+        records = [job.record() for job in jobs]  # parsed before the lock: writers take turns
         try:
             with sql.conn.pipeline():
                 sql.execute("BEGIN")
                 sql.execute("LOCK TABLE events IN EXCLUSIVE MODE")
-                results = append_jobs(sql, [job for job in jobs if isinstance(job, AppendJob)])
+                results = append_jobs(sql, jobs, records)
                 sql.execute("COMMIT")
         except BaseException as error:
             _rollback(sql.conn)

@@ -23,7 +23,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -78,6 +78,36 @@ class _HeadersTooLarge(Exception):
     """Raised from the parser's callback to stop parsing a request with oversized headers."""
 
 
+class _OneSendPerTurn:
+    """A connection's transport whose writes within one turn of the event loop leave in one
+    system call: uvicorn writes a response's head and its body separately, and on this path a
+    ``send`` costs as much as verifying the request. Everything else is the transport's own;
+    closing sends what is held first."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._held:
+            self._loop.call_soon(self._send)
+        self._held.append(data)
+
+    def _send(self) -> None:
+        data = b"".join(self._held)
+        self._held.clear()
+        if data and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self._send()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with deadlines for request headers and bodies, a size bound
     on headers, and a shutdown that does not wait for bodies still arriving."""
@@ -95,7 +125,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _headers_too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        one_send = _OneSendPerTurn(transport, asyncio.get_running_loop())
+        super().connection_made(one_send)  # type: ignore[arg-type]
         self._await_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:

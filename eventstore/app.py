@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -133,9 +134,12 @@ class Ingest:
             log.warning("delivery %s event_id=%s: %s", error.outcome, signed.event_id, error)
             return error_response(error)
         log.debug("delivery %s event_id=%s", appended.outcome, signed.event_id)
-        return JSONResponse(
-            {"status": appended.outcome, "event_id": signed.event_id, "position": appended.position}
-        )
+        answer = {
+            "status": appended.outcome,
+            "event_id": signed.event_id,
+            "position": appended.position,
+        }
+        return Response(orjson.dumps(answer), media_type="application/json")  # as JSONResponse's
 
     async def _reject(
         self, arrival: Arrival, body: bytes | None, error: DeliveryRejected

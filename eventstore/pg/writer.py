@@ -17,6 +17,11 @@ commit spreads the lock's cost over a whole group. The schema enforces the same 
 must be the one after the last, ``eventstore.pg.schema``); the lock only keeps writers from
 colliding. The cost is that writers take turns: see bench/analysis.md.
 
+A group of appends alone is parsed before it takes the lock and then sent pipelined: only the
+look-up of its ``event_id``s and the chain head wait for an answer, so a group costs two round
+trips. If the database refuses any of it, the group is rolled back and run again the careful
+way, each batch and job under a savepoint of its own.
+
 If the group cannot commit (the database unreachable or restarting, the lock not had within
 the busy timeout), every job fails with :class:`StoreUnavailable` (a 503) and nothing of it is
 kept; its deliveries are held and written first in the next group that commits. Connections

@@ -78,6 +78,12 @@ class _HeadersTooLarge(Exception):
     """Raised from the parser's callback to stop parsing a request with oversized headers."""
 
 
+HELD_BYTES = 65_536
+"""The most a connection holds back for the end of a loop turn: a larger write goes out at
+once, so that the transport's flow control (uvicorn's ``drain``) sees every byte of a long
+response in time."""
+
+
 class _OneSendPerTurn:
     """A connection's transport whose writes within one turn of the event loop leave in one
     system call: uvicorn writes a response's head and its body separately, and on this path a
@@ -88,15 +94,20 @@ class _OneSendPerTurn:
         self._transport = transport
         self._loop = loop
         self._held: list[bytes] = []
+        self._held_bytes = 0
 
     def write(self, data: bytes) -> None:
         if not self._held:
             self._loop.call_soon(self._send)
         self._held.append(data)
+        self._held_bytes += len(data)
+        if self._held_bytes >= HELD_BYTES:
+            self._send()
 
     def _send(self) -> None:
         data = b"".join(self._held)
         self._held.clear()
+        self._held_bytes = 0
         if data and not self._transport.is_closing():
             self._transport.write(data)
 

@@ -18,7 +18,7 @@ from eventstore.paths import default_projections_path
 from projections import rebuild
 from tests.support.audit_story import at, fixture_events
 from tests.support.direct import append_all, connect, new_store
-from tests.support.history import Event, deliveries, histories
+from tests.support.history import Event, deliveries, envelope, histories
 from tests.test_projection_properties import store_with
 
 DERIVED = ("entity_versions", "changes", "membership_roles", "user_bans")
@@ -128,3 +128,38 @@ def test_a_fixture_history_gives_exact_changes_intervals_and_sentences(tmp_path:
     assert conn.execute("SELECT * FROM user_bans").fetchall() == [("user_maya", at(1), at(2))]
     assert b"s3cret" not in (tmp_path / "audit.projections.db").read_bytes()
     conn.close()
+
+
+def _awkward_events() -> list[tuple[str, bytes]]:
+    """The fixture story in version order, plus what in-order batches must still get right:
+    an update without an envelope timestamp, one whose timestamp is earlier than a previous
+    version's (clock skew), and a membership snapshot newer than its delete."""
+    story = sorted(fixture_events(), key=lambda e: e[0])
+    user = orjson.loads(dict(story)["msg_05"])["data"]
+    membership = orjson.loads(dict(story)["msg_06"])["data"]
+    undated = {**user, "updated_at": user["updated_at"] + 10_000, "last_name": "O."}
+    skewed = {**user, "updated_at": user["updated_at"] + 20_000, "last_name": "Okafor-Bell"}
+    late = {**membership, "updated_at": membership["updated_at"] + 60_000, "role": "org:owner"}
+    return [
+        *story,
+        ("msg_30", envelope("user.updated", undated, None)),
+        ("msg_31", envelope("user.updated", skewed, user["updated_at"] + 1)),
+        ("msg_32", envelope("organizationMembership.updated", late, late["updated_at"])),
+    ]
+
+
+def test_events_in_order_split_anywhere_give_the_rows_of_one_batch(tmp_path: Path) -> None:
+    """The projector continues an entity from what its stored versions derived when a batch
+    only adds later versions; wherever the batches split, the rows are those of one pass."""
+    events = _awkward_events()
+    whole = new_store(tmp_path / "whole.db")
+    append_all(whole, events)
+    expected = derived(whole)
+    whole.close()
+    assert not any(row[4] == "org:owner" for row in expected["membership_roles"])  # deleted
+    for cut in range(1, len(events)):
+        conn = new_store(tmp_path / f"cut{cut}.db")
+        append_all(conn, events[:cut])
+        append_all(conn, events[cut:])
+        assert derived(conn) == expected, f"split before event {cut}"
+        conn.close()

@@ -105,7 +105,7 @@ def entity_history(
     for n in range(1, draw(st.integers(0, 3)) + 1):
         updated += draw(st.sampled_from([0, 0, 1, 1000]))  # ties on purpose
         action = draw(st.sampled_from(_ACTIONS[kind]))
-        stamp = updated + draw(st.sampled_from([0, 0, 3]))
+        stamp = updated + draw(st.sampled_from([0, 0, 3, -2]))  # -2: the clock skewed
         events.append(
             (f"{kind}.{action}", _snapshot(kind, entity_id, n, created, updated), stamp, True)
         )
@@ -117,6 +117,10 @@ def entity_history(
         else:
             stub = {"id": entity_id, "object": kind, "deleted": True}
             events.append((f"{kind}.deleted", stub, stamp, False))
+        if draw(st.integers(0, 3)) == 0:  # a snapshot newer than the delete, arriving late
+            later = stamp + 1000
+            data = _snapshot(kind, entity_id, 9, created, later)
+            events.append((f"{kind}.updated", data, later, True))
     return events
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 import uvloop
 
 from bench.deliveries import cycle, delivery_order, load_pool, signed_requests

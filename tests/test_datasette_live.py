@@ -130,7 +130,7 @@ def test_datasette_reads_the_live_store_with_allowed_plugins_only(
     assert '"rogue-plugin"' in plain.stdout and (tmp_path / "control").exists()
 
     with (
-        running_datasette(server.db_path, env) as datasette,
+        running_datasette(server.sqlite_path, env) as datasette,
         httpx.Client(base_url=datasette.url, timeout=30) as client,
     ):
         plugins = client.get("/-/plugins.json").json()

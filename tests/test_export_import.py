@@ -295,8 +295,9 @@ def test_import_reads_gzip_whatever_the_name(tmp_path: Path) -> None:
 
 # The fast paths: an ordinary line, batches read ahead, pages joined once ---------------------
 
-_VALUES = st.sampled_from([None, "", "x", "user.created", 0, 7, True, 1.5, [], {}, "ok",
-                           "quarantined"])  # fmt: skip
+_VALUES: st.SearchStrategy[object] = st.sampled_from(
+    [None, "", "x", "user.created", 0, 7, True, 1.5, [], {}, "ok", "quarantined"]
+)
 _BODIES = st.sampled_from([b'{"type":"user.created","data":{"id":"user_9"}}', b"[1]",
                            b'{"type":1}', b'{"data":{}}', b'{"type":"x"} ', b'"s"',
                            b'{"type":"a","x":1e400}', b'{"type":"a","\xff":1}'])  # fmt: skip

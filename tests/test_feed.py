@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from eventstore.location import LogLocation, location_text
 from tests.support.server import Server, running_server
 from tests.support.signing import new_event_id, new_secret
 
@@ -213,8 +214,8 @@ def test_a_long_poll_with_nothing_new_answers_empty_at_its_deadline(
     assert response.json() == {"events": [], "next": 0}
 
 
-def tail(db_path: Path, *args: str) -> list[dict[str, Any]]:
-    done = subprocess.run([str(CLI), "tail", "--db", str(db_path), *args],
+def tail(db_path: LogLocation, *args: str) -> list[dict[str, Any]]:
+    done = subprocess.run([str(CLI), "tail", "--db", location_text(db_path), *args],
                           capture_output=True, timeout=60, check=True)  # fmt: skip
     return [json.loads(line) for line in done.stdout.splitlines()]
 

@@ -203,7 +203,12 @@ def user_of_size(size: int) -> bytes:
     """A realistic ``user.created`` of exactly ``size`` bytes, for a user of its own: its
     ``public_metadata`` holds a long sign-in history, padded to size by a note."""
     document = json.loads(user_created())
-    entry = {"at": 1786000000000, "action": "sign_in", "ip": "203.0.113.24", "ok": True}
+    entry: dict[str, Any] = {
+        "at": 1786000000000,
+        "action": "sign_in",
+        "ip": "203.0.113.24",
+        "ok": True,
+    }
     history = [{**entry, "at": entry["at"] + n} for n in range(max(0, size - 3000) // 90)]
     document["data"]["public_metadata"] = {"plan": "pro", "history": history, "note": ""}
     shortfall = size - len(json.dumps(document).encode())
@@ -670,10 +675,12 @@ def test_any_headers_with_any_body_are_answered_never_a_5xx(
         agent = new_agent()
         valid = signed_raw(secret, new_event_id(), body, agent=agent) if signed else {}
         headers = [(k, v.encode()) for k, v in valid.items() if k != "user-agent"]
+        sent = [*_edit(headers, edits), ("user-agent", agent.encode())]
+        # httpx takes pairs all str or all bytes: the ASCII names as the bytes it would send
         response = client.post(
             small.ingest_url,
             content=chunks(body) if streamed else body,
-            headers=[*_edit(headers, edits), ("user-agent", agent.encode())],
+            headers=[(name.encode(), value) for name, value in sent],
         )
         too_large = len(body) > LIMIT
         assert response.status_code in ((413,) if too_large else (200, 400)), response.text

@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from pathlib import Path
 
 import httpx
 import pytest
@@ -254,7 +253,7 @@ def test_plain_sqlite3_cannot_change_what_the_server_stored(
     event_id, body = new_event_id(), user_created()
     assert deliver(server, client, event_id, body)[0].status_code == 200
     before = events_by_id(server.db_path, event_id)
-    with closing(sqlite3.connect(server.db_path, timeout=10)) as conn:
+    with closing(sqlite3.connect(server.sqlite_path, timeout=10)) as conn:
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             conn.execute(statement, {"id": event_id})
         conn.rollback()
@@ -334,4 +333,4 @@ def test_no_personal_data_reaches_the_log_at_the_default_level(
 def test_the_module_store_is_sound(server: Server) -> None:
     """After everything above, the file the server wrote is a sound SQLite database."""
     sqlite_only(server)
-    assert query(Path(server.db_path), "PRAGMA integrity_check") == [{"integrity_check": "ok"}]
+    assert query(server.sqlite_path, "PRAGMA integrity_check") == [{"integrity_check": "ok"}]

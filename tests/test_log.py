@@ -10,12 +10,13 @@ from eventstore.db import LOG_PAGE_SIZE, open_store, transaction
 from eventstore.engine import sqlite3
 from eventstore.errors import ConfigurationError, EventConflict, StoreCorrupt
 from eventstore.log import append, append_many, event_record
+from eventstore.records import EventRecord
 from eventstore.samples import sample_body
 
 RECEIVED = "2026-08-04T12:00:00.000Z"
 
 
-def _record(event_id: str, body: bytes):
+def _record(event_id: str, body: bytes) -> EventRecord:
     return event_record(event_id=event_id, svix_timestamp=1, received_at=RECEIVED, body=body)
 
 

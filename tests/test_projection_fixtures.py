@@ -72,11 +72,11 @@ def test_each_event_type_lands_in_its_table_and_the_timeline(
     data = json.loads(body)["data"]
     table = TABLE_OF[name.split(".")[0]]
     module_server.wait_projected()
-    (row,) = _query(module_server.db_path, f"SELECT * FROM {table} WHERE id = ?", data["id"])
+    (row,) = _query(module_server.sqlite_path, f"SELECT * FROM {table} WHERE id = ?", data["id"])
     if name.endswith(".deleted"):
         assert row["deleted"] == 1
     (line,) = _query(
-        module_server.db_path,
+        module_server.sqlite_path,
         "SELECT * FROM audit_timeline WHERE event_id = ?",
         sample_event_id(name),
     )

@@ -43,7 +43,9 @@ def store_with(events: list[Event]) -> Iterator[tuple[Path, sqlite3.Connection]]
 def _row(conn: sqlite3.Connection, event: Event) -> sqlite3.Row:
     table = BY_OBJECT_TYPE[event.object_type].table
     conn.row_factory = sqlite3.Row
-    row = conn.execute(f"SELECT * FROM {table} WHERE id = ?", (event.entity_id,)).fetchone()
+    row: sqlite3.Row | None = conn.execute(
+        f"SELECT * FROM {table} WHERE id = ?", (event.entity_id,)
+    ).fetchone()
     conn.row_factory = None
     assert row is not None, f"{event.entity_id} is missing from {table}"
     return row

@@ -18,7 +18,7 @@ import pytest
 from eventstore.db import open_store, transaction
 from eventstore.engine import sqlite3
 from eventstore.writer import AppendJob, append_jobs
-from projections import Projector, rebuild
+from projections import Projector, fold, rebuild
 from projections import apply as apply_module
 from projections import tables as tables_module
 from projections.files import target
@@ -94,7 +94,7 @@ def test_an_event_it_cannot_apply_is_recorded_and_the_others_are_applied(
     log: Path, projections: Path, projector: Projector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = _append(log, user_created(), user_created(), user_created())
-    real = apply_module.timeline_row
+    real = fold.timeline_row
 
     def buggy(event: Any) -> Any:
         if event.event_id == ids[1]:

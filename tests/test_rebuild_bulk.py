@@ -18,7 +18,7 @@ import pytest
 from eventstore.engine import sqlite3
 from eventstore.jsondoc import has_long_number
 from eventstore.paths import default_projections_path
-from projections import bulk, rebuild
+from projections import bulk, fold, rebuild
 from projections.files import target
 from projections.schema import ERRORS, PROJECTION_TABLES
 from tests.support.direct import append_all, connect, digest, new_store
@@ -146,7 +146,7 @@ def test_a_winner_whose_row_cannot_be_made_is_an_error_and_a_loser_that_cannot_i
         ("msg_o1", envelope("organization.updated", {**org, "updated_at": BASE + 9}, BASE + 9)),
     ])  # fmt: skip
     conn.close()
-    make = bulk.entity_row
+    make = fold.entity_row
 
     def broken(found: Any, event: Any, deletion: Any = None) -> Any:
         if event.event_id in ("msg_u1", "msg_o0"):  # the user's winner, the organization's loser

@@ -185,7 +185,7 @@ def test_a_store_locked_past_the_busy_timeout_gives_503_then_the_retry_is_stored
         event_id, body, agent = new_event_id(), user_created(), new_agent()
         headers = signed(SECRET, event_id, body, agent=agent)
         refused_agent = new_agent()
-        with closing(sqlite3.connect(server.db_path, isolation_level=None)) as locker:
+        with closing(sqlite3.connect(server.sqlite_path, isolation_level=None)) as locker:
             locker.execute("BEGIN IMMEDIATE")
             assert "locked" in _assert_unavailable(post(client, server.ingest_url, body, headers))
             _assert_unavailable(client.get(f"{server.url}/healthz"))

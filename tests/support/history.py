@@ -96,7 +96,7 @@ _FULL_DELETES = {"organizationMembership"}
 @st.composite
 def entity_history(
     draw: st.DrawFn, kind: str, number: int
-) -> list[tuple[str, dict[str, Any], int | None, bool]]:
+) -> list[tuple[str, dict[str, Any], int, bool]]:
     """``[(event_type, data, envelope timestamp, full)]`` for one entity."""
     entity_id = f"{_PREFIX[kind]}{number:03d}"
     created = BASE_MS + draw(st.integers(0, 3)) * 1000

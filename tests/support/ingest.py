@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from eventstore.location import LogLocation
 from eventstore.samples import sample_body
 from tests.support.signing import signed_headers
 from tests.support.store import deliveries_by_agent
@@ -42,7 +42,7 @@ def post(client: httpx.Client, url: str, body: Any, headers: Any) -> httpx.Respo
     return client.post(url, content=body, headers=headers)
 
 
-def only_delivery(db_path: Path, agent: str) -> dict[str, Any]:
+def only_delivery(db_path: LogLocation, agent: str) -> dict[str, Any]:
     """The single ``deliveries`` row of the request tagged ``agent`` (fails if not exactly one)."""
     rows = deliveries_by_agent(db_path, agent)
     assert len(rows) == 1, rows

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypedDict
 
 import httpx
 
@@ -30,6 +31,15 @@ _RUNNING = re.compile(r"Uvicorn running on (http://\S+)")
 START_TIMEOUT = 30.0
 PROJECTION_TIMEOUT = 30.0
 SECRET_ENV = "CLERK_WEBHOOK_SIGNING_SECRET"
+
+
+class Health(TypedDict):
+    """The answer of ``GET /healthz``."""
+
+    status: str
+    position: int
+    projected: int
+    projection_errors: int
 
 
 class Server:
@@ -62,17 +72,26 @@ class Server:
         return f"{self.url}/webhooks/clerk"
 
     @property
+    def sqlite_path(self) -> Path:
+        """The log's SQLite file, for the helpers that read that file themselves; fails when
+        the server runs on a PostgreSQL log."""
+        assert isinstance(self.db_path, Path), (
+            f"this test reads the SQLite file, but the server's log is {self.db_path}"
+        )
+        return self.db_path
+
+    @property
     def projections_path(self) -> Path:
         """Where the projector writes (the default beside the log)."""
         return self._projections
 
-    def health(self) -> dict[str, int | str]:
+    def health(self) -> Health:
         response = httpx.get(f"{self.url}/healthz", timeout=10)
         assert response.status_code == 200, response.text
-        health: dict[str, int | str] = response.json()
+        health: Health = response.json()
         return health
 
-    def wait_projected(self, timeout: float = PROJECTION_TIMEOUT) -> dict[str, int | str]:
+    def wait_projected(self, timeout: float = PROJECTION_TIMEOUT) -> Health:
         """Wait until the projector has handled every event in the log (``projected ==
         position`` on ``/healthz``); returns that health answer."""
         deadline = time.monotonic() + timeout

@@ -3,12 +3,17 @@
 Headers are read by name (``svix-*`` first, ``webhook-*`` as the fallback, as svix does), each
 exactly once: a repeated header is refused rather than letting the last one win silently. The
 timestamp must be plain integer seconds (svix itself would accept ``"17e8"`` or ``"1.5"``, and the
-store keeps it as an integer). Every failure, including the ``ValueError`` that svix raises for a
-malformed ``svix-signature``, becomes :class:`VerificationFailed` with the check that failed.
+store keeps it as an integer). Two checks are ours rather than the library's, so that the answer
+does not depend on which ``standardwebhooks`` release svix runs on (1.3 verifies bytes that are
+not UTF-8 and compares signatures as text, where 1.1 raised): the body must be UTF-8, and every
+entry of ``svix-signature`` must be ``version,signature`` with a ``v1`` signature in base64.
+Every failure becomes :class:`VerificationFailed` with the check that failed.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,7 +88,22 @@ def svix_headers(headers: Headers) -> SvixHeaders:
         raise VerificationFailed("svix-id is not a printable message id of 1-128 characters")
     if not _TIMESTAMP.fullmatch(timestamp):
         raise VerificationFailed("svix-timestamp is not integer seconds")
+    _check_signatures(signature)
     return SvixHeaders(event_id, int(timestamp), signature)
+
+
+def _check_signatures(header: str) -> None:
+    """Refuse a ``svix-signature`` with an entry that is not ``version,signature`` (entries are
+    separated by single spaces), or a ``v1`` signature that is not base64, wherever it stands."""
+    for entry in header.split(" "):
+        parts = entry.split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError(entry)
+            if parts[0] == "v1":
+                base64.b64decode(parts[1])
+        except (ValueError, binascii.Error):
+            raise VerificationFailed("svix-signature header is malformed") from None
 
 
 class Verifier:
@@ -100,6 +120,10 @@ class Verifier:
         :raises VerificationFailed: naming the check that failed.
         """
         signed = svix_headers(headers)
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise VerificationFailed("body is not UTF-8, so it cannot be verified") from None
         mapping = signed.as_mapping()
         failure = "no matching signature found"
         for webhook in self._webhooks:
@@ -108,10 +132,6 @@ class Verifier:
                 return signed
             except WebhookVerificationError as error:
                 failure = _describe(str(error))
-            except UnicodeDecodeError:
-                raise VerificationFailed("body is not UTF-8, so it cannot be verified") from None
-            except ValueError:
-                raise VerificationFailed("svix-signature header is malformed") from None
         raise VerificationFailed(failure)
 
 

@@ -268,13 +268,14 @@ def _continue_head(head: _Pass, mine: list[VersionRow], old: Derived, new: Deriv
     head.finish(new)
 
 
+_NEWEST = " ORDER BY version_ms DESC, version_rank DESC, event_id DESC LIMIT 1"
 _LAST = (
-    f"SELECT version_ms, version_rank, event_id FROM {VERSIONS} WHERE object_type = ? "
-    "AND entity_id = ? ORDER BY version_ms DESC, version_rank DESC, event_id DESC LIMIT 1"
+    f"SELECT version_ms, version_rank, event_id, fields FROM {VERSIONS} "
+    f"WHERE object_type = ? AND entity_id = ?{_NEWEST}"
 )
 _PREVIOUS = (
-    f"SELECT fields FROM {VERSIONS} WHERE object_type = ? AND entity_id = ? "
-    "AND fields IS NOT NULL ORDER BY version_ms DESC, version_rank DESC, event_id DESC LIMIT 1"
+    f"SELECT fields FROM {VERSIONS} "
+    f"WHERE object_type = ? AND entity_id = ? AND fields IS NOT NULL{_NEWEST}"
 )
 _SPAN = (
     f"SELECT max(occurred_at), max(fields IS NULL), "
@@ -296,7 +297,7 @@ def _head(
     interval) by indexed look-ups and one scan in SQL; None unless every stored version comes
     before the first of ``mine`` and none is one of them."""
     last = conn.execute(_LAST, entity).fetchone()
-    if last is not None and tuple(last) >= _version_key(mine[0]):
+    if last is not None and tuple(last[:3]) >= _version_key(mine[0]):
         return None
     head = _Pass(*entity)
     if last is None:
@@ -307,13 +308,19 @@ def _head(
         return None
     head.at = latest or ""  # a version without a time has version_ms 0: it never raises it
     head.deleted = bool(deleted)
-    previous = conn.execute(_PREVIOUS, entity).fetchone()
-    head.previous = orjson.loads(previous[0]) if previous is not None else None
+    fields = last[3] if last[3] is not None else _fields_before_deletes(conn, entity)
+    head.previous = orjson.loads(fields) if fields is not None else None
     opened = _OPEN.get(entity[0])
     row = conn.execute(opened, (entity[1],)).fetchone() if opened else None
     if row is not None and not head.deleted:
         head.intervals.open = (row[0], row[1], tuple(row[2:]))
     return head
+
+
+def _fields_before_deletes(conn: sqlite3.Connection, entity: tuple[str, str]) -> str | None:
+    """The fields of ``entity``'s newest version that is not a delete (when its newest is)."""
+    row = conn.execute(_PREVIOUS, entity).fetchone()
+    return row[0] if row is not None else None
 
 
 def _version_key(row: VersionRow) -> tuple[int, int, str]:

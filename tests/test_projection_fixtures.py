@@ -15,8 +15,6 @@ from eventstore.samples import sample_body, sample_event_id, sample_names
 from tests.support.server import Server, running_server
 from tests.support.signing import new_secret
 
-SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "clerk-fixtures"
-
 TABLE_OF = {  # CONTRACT §5, written out here rather than read from the code under test
     "user": "users",
     "organization": "organizations",
@@ -51,15 +49,6 @@ def _query(db_path: Path, sql: str, *args: object) -> list[sqlite3.Row]:
         return conn.execute(sql, args).fetchall()
     finally:
         conn.close()
-
-
-def test_the_shipped_samples_are_the_shared_fixtures() -> None:
-    if not SHARED_FIXTURES.is_dir():
-        pytest.skip("the shared fixtures folder is not beside this checkout")
-    shared = sorted(p.stem for p in SHARED_FIXTURES.glob("*.json") if not p.stem.startswith("_"))
-    assert shared == sample_names()
-    for name in shared:
-        assert sample_body(name) == (SHARED_FIXTURES / f"{name}.json").read_bytes()
 
 
 @pytest.mark.parametrize("name", sample_names())

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from bench.consumers import TOKEN, _transfer_round
 from bench.deliveries import delivery_order, new_secret, write_pool
 from bench.disk import log_usage, projections_usage
 from bench.genlog import _rows, ensure_log
+from bench.integrity import _copy_projections, _redaction_s
 from bench.lag import Sample, summarise
 from bench.profiling import profile_rebuild
 from bench.servers import (
@@ -30,7 +32,9 @@ from bench.servers import (
 )
 from bench.stats import Section
 from bench.workload import plan
+from eventstore.db import open_store, transaction
 from eventstore.paths import default_projections_path
+from eventstore.writer import AppendJob, append_jobs
 from projections import rebuild
 
 STUBS = {"user.deleted", "organization.deleted"}
@@ -132,6 +136,28 @@ def test_disk_figures_and_the_rebuild_profile_of_a_generated_log(tmp_path: Path)
     session, about = profile_rebuild(log, 300)
     assert session.duration > 0
     assert "300 events" in about
+
+
+@pytest.mark.parametrize("projections", ["none", "complete", "behind"])
+def test_the_redaction_figure_on_a_copy_projected_or_rebuilt(
+    tmp_path: Path, projections: str
+) -> None:
+    """The redaction's copy gets the log's projections only when they are complete (else it
+    is rebuilt), and the redaction of the appended user's events is timed either way."""
+    log = ensure_log(tmp_path, 300)
+    if projections != "none":
+        rebuild(log, default_projections_path(log), workers=0)
+    if projections == "behind":
+        job = AppendJob("msg_smoke_behind", 1, "2026-12-01T00:00:00.000Z", b'{"type":"x"}')
+        with closing(open_store(log)) as conn, transaction(conn):
+            append_jobs(conn, [job])
+    assert _redaction_s(log, tmp_path / "work") >= 0
+    assert not (tmp_path / "work" / "redaction").exists()
+    copy = tmp_path / "copy" / "audit.db"
+    copy.parent.mkdir()
+    copied = _copy_projections(log, copy)
+    assert copied is (projections == "complete")
+    assert default_projections_path(copy).resolve().is_file() is copied
 
 
 def test_feed_readers_follow_the_log_during_the_load(tmp_path: Path) -> None:

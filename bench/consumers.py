@@ -41,7 +41,7 @@ import orjson
 from bench.deliveries import ensure_pool, new_secret
 from bench.genlog import ensure_log
 from bench.ingest import OURS, Plan, run_one
-from bench.profile import QUICK, Profile
+from bench.profile import QUICK, Profile, another_round_fits
 from bench.servers import remove_store
 from bench.stats import Section, ratio
 from eventstore.db import open_reader
@@ -50,9 +50,6 @@ from eventstore.log import log_position
 from eventstore.transfer import export_log, import_file
 
 FEED_READERS = 2
-TRANSFER_BUDGET_S = 300.0
-"""No new round of export, import and feed starts past this (one always runs): each moves
-the whole 1M-event log three times."""
 GZIP_EVENTS = 100_000
 TOKEN = "bench-" + secrets.token_hex(16)
 _RUNNING = re.compile(r"Uvicorn running on (http://\S+)")
@@ -283,7 +280,8 @@ def run_consumers(profile: Profile, work: Path) -> Section:
     started = time.monotonic()
     try:
         for round_ in range(profile.runs):
-            if round_ and time.monotonic() - started > TRANSFER_BUDGET_S:
+            if not another_round_fits(time.monotonic() - started, round_,
+                                      profile.transfer_budget_s):  # fmt: skip
                 section.notes.append(f"{round_} rounds of export, import and feed (budget)")
                 break
             print(f"  consumers: round {round_ + 1}/{profile.runs}", file=sys.stderr)

@@ -30,7 +30,7 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
 from bench.bodies import Renderer
-from bench.profile import Profile
+from bench.profile import QUICK, Profile
 from bench.servers import PROJECT
 from bench.stats import Section
 from bench.workload import plan
@@ -171,7 +171,7 @@ def run_peer(profile: Profile, work: Path) -> Section:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.peer", description=__doc__)
-    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=QUICK.peer_events)
     parser.add_argument("--db", type=Path, required=True)
     args = parser.parse_args()
     print(json.dumps(measure(args.events, args.db)))

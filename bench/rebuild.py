@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.genlog import ensure_log
-from bench.profile import Profile
+from bench.profile import Profile, another_round_fits
 from bench.servers import BIN, PROJECT
 from bench.stats import Section, ratio
 from eventstore.paths import default_projections_path
@@ -83,7 +83,7 @@ def run_rebuild(profile: Profile, work: Path) -> Section:
     started = time.monotonic()
     for round_ in range(profile.runs):
         elapsed = time.monotonic() - started
-        if round_ and elapsed * (round_ + 1) / round_ > profile.rebuild_budget_s:
+        if not another_round_fits(elapsed, round_, profile.rebuild_budget_s):
             section.notes.append(
                 f"{round_} of {profile.runs} rounds: another would have taken the section past "
                 f"its {profile.rebuild_budget_s:.0f} s budget"

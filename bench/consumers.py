@@ -282,7 +282,9 @@ def run_consumers(profile: Profile, work: Path) -> Section:
         for round_ in range(profile.runs):
             if not another_round_fits(time.monotonic() - started, round_,
                                       profile.transfer_budget_s):  # fmt: skip
-                section.notes.append(f"{round_} rounds of export, import and feed (budget)")
+                section.notes.append(
+                    f"export, import and feed: {round_} of {profile.runs} rounds (time budget)"
+                )
                 break
             print(f"  consumers: round {round_ + 1}/{profile.runs}", file=sys.stderr)
             _transfer_round(section, log, folder, round_)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class Profile:
     """The sizes of one invocation; the defaults are the quick profile for a 2-core machine
-    (``make bench``, under 10 minutes once the 1M-event log is cached)."""
+    (``make bench``: under 10 minutes once the 1M-event log is cached; the budgets below keep
+    it there)."""
 
     runs: int = 3
     """Runs of every figure (each reported by its median)."""

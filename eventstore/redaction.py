@@ -357,24 +357,15 @@ def redact_positions(
     the caller's ``BEGIN IMMEDIATE`` transaction on a connection with ``secure_delete`` on.
     Positions whose body is already in its redacted form are left alone; when none is left,
     nothing is written."""
-    whole = set(about)
-    changed: list[tuple[int, str, bytes]] = []
-    for position, event_id, body, status in read_bodies(conn, whole | set(mentions)):
-        if status != "ok":
-            continue
-        redacted = redact_body(body, subject, whole=position in whole)
-        if redacted != body:
-            changed.append((position, event_id, redacted))
+    changed = _redacted_bodies(conn, subject, set(about), set(mentions))
     if not changed:
         return Redaction(None, None, (), 0)
-    positions = tuple(position for position, _, _ in changed)
     record = redaction_record(
         actor=actor, reason=subject.scrub(reason), bodies=[(p, b) for p, _, b in changed]
     )
     (appended,) = append_many(conn, [record])
     if isinstance(appended, Exception):  # a fresh uuid4 cannot be stored already
         raise appended
-    position = appended[1]
     conn.executemany(
         "INSERT INTO redactions (position, redaction_event_id, body) VALUES (?, ?, ?)",
         [(p, record.event_id, b) for p, _, b in changed],
@@ -382,8 +373,30 @@ def redact_positions(
     conn.executemany(
         "UPDATE events SET body = ? WHERE position = ?", [(b, p) for p, _, b in changed]
     )
+    erased = _erase_request_details(conn, [event_id for _, event_id, _ in changed])
+    positions = tuple(position for position, _, _ in changed)
+    return Redaction(record.event_id, appended[1], positions, erased)
+
+
+def _redacted_bodies(
+    conn: Sql, subject: Subject, whole: set[int], mentions: set[int]
+) -> list[tuple[int, str, bytes]]:
+    """``(position, event_id, redacted body)`` of the stored events at ``whole`` (redacted
+    whole) and ``mentions`` whose redacted body differs from the stored one."""
+    changed: list[tuple[int, str, bytes]] = []
+    for position, event_id, body, status in read_bodies(conn, whole | mentions):
+        if status != "ok":
+            continue
+        redacted = redact_body(body, subject, whole=position in whole)
+        if redacted != body:
+            changed.append((position, event_id, redacted))
+    return changed
+
+
+def _erase_request_details(conn: Sql, event_ids: list[str]) -> int:
+    """Replace the client address and user agent of every delivery of ``event_ids`` with the
+    placeholder; returns how many deliveries changed."""
     erased = 0
-    event_ids = [event_id for _, event_id, _ in changed]
     for part in in_chunks(event_ids):
         erased += conn.execute(
             "UPDATE deliveries SET "
@@ -394,7 +407,7 @@ def redact_positions(
             f"OR user_agent IS NOT NULL AND user_agent != '{PLACEHOLDER}')",
             part,
         ).rowcount
-    return Redaction(record.event_id, position, positions, erased)
+    return erased
 
 
 def truncate_wal(conn: sqlite3.Connection, attempts: int = 3, pause_s: float = 0.1) -> bool:

@@ -39,14 +39,12 @@ from pathlib import Path
 import orjson
 
 from bench.deliveries import ensure_pool, new_secret
-from bench.genlog import ensure_log
+from bench.genlog import ensure_log, log_position_of
 from bench.ingest import OURS, Plan, run_one
 from bench.profile import QUICK, Profile, another_round_fits
 from bench.servers import remove_store
 from bench.stats import Section, ratio
-from eventstore.db import open_reader
 from eventstore.engine import sqlite3
-from eventstore.log import log_position
 from eventstore.transfer import export_log, import_file
 
 FEED_READERS = 2
@@ -206,11 +204,6 @@ def _add(section: Section, key: str, label: str, value: float, baseline: float) 
         baseline
     )
     section.figure(f"{key}.ratio", f"{key} ÷ its baseline", "x").add(ratio(value, baseline))
-
-
-def log_position_of(path: Path) -> int:
-    with closing(open_reader(path)) as conn:
-        return log_position(conn)
 
 
 def _gzip(section: Section, log: Path, folder: Path) -> None:

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from functools import cache
 from multiprocessing import get_context
 from pathlib import Path
@@ -26,9 +27,9 @@ from pathlib import Path
 from bench.bodies import INSTANCE_ID, Renderer
 from bench.workload import plan
 from eventstore.chain import GENESIS, link
-from eventstore.db import open_store, transaction
+from eventstore.db import open_reader, open_store, transaction
 from eventstore.engine import sqlite3
-from eventstore.log import EVENT_COLUMNS, event_record, sha256_hex
+from eventstore.log import EVENT_COLUMNS, event_record, log_position, sha256_hex
 
 GENERATOR_VERSION = 4
 SEED = 20260804
@@ -178,6 +179,12 @@ def _progress(written: int, events: int, started: float) -> None:
     if written % 100_000 < CHUNK or written == events:
         rate = written / max(time.monotonic() - started, 1e-9)
         print(f"  log: {written:,}/{events:,} events ({rate:,.0f}/s)", file=sys.stderr)
+
+
+def log_position_of(path: Path) -> int:
+    """The last position of the log at ``path``."""
+    with closing(open_reader(path)) as conn:
+        return log_position(conn)
 
 
 def cached_log(work: Path, events: int) -> Path | None:

@@ -14,14 +14,13 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from bench.genlog import ensure_log
+from bench.genlog import ensure_log, log_position_of
 from bench.profile import Profile
 from bench.stats import Section, ratio
 from eventstore.chain import GENESIS, link
 from eventstore.chain_check import verify_log
 from eventstore.db import open_reader, open_store, transaction
 from eventstore.engine import sqlite3
-from eventstore.log import log_position
 from eventstore.paths import default_projections_path
 from eventstore.writer import AppendJob, append_jobs
 from projections.files import generation_path
@@ -80,9 +79,7 @@ def _copy_projections(log: Path, copy: Path) -> bool:
         return False
     with closing(sqlite3.connect(source, isolation_level=None)) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the copy is then the main file alone
-        projected = checkpoint(conn)
-    with closing(open_reader(log)) as reader:
-        if projected != log_position(reader):
+        if checkpoint(conn) != log_position_of(log):
             return False
     link = default_projections_path(copy)
     shutil.copyfile(source, generation_path(link, 1))

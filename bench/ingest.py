@@ -173,7 +173,7 @@ def _say(system: str, summary: Summary) -> None:
             f"    {system}: projections lag p99 {summary['lag_p99_events']} events / "
             f"{_seconds_text(summary['lag_p99_s'])}, caught up "
             f"{_seconds_text(summary['catch_up_s'])} after the load, projector CPU "
-            f"{summary['server_children_cpu']:.0%}",
+            f"{summary['server_projector_cpu']:.0%}",
             file=sys.stderr,
         )
 
@@ -191,8 +191,9 @@ _FIGURES = (
     ("loadgen_cpu", "load generator CPU busy", "cores"),
 )
 _OURS_FIGURES = (
-    ("server_main_cpu", "server CPU busy, HTTP + writer process", "cores"),
-    ("server_children_cpu", "server CPU busy, projector process", "cores"),
+    ("server_main_cpu", "server CPU busy, event loop's process (HTTP, verification)", "cores"),
+    ("server_writer_cpu", "server CPU busy, the log's writer process", "cores"),
+    ("server_projector_cpu", "server CPU busy, projector process", "cores"),
     ("lag_p99_events", "projections' lag p99, in events (position - projected)", "events"),
     ("lag_max_events", "projections' lag max, in events", "events"),
     ("lag_p99_s", "projections' lag p99, in seconds (until projected reached the position)",

@@ -33,6 +33,9 @@ from bench.stats import percentile
 from bench.wire import HealthProbe, Tally, connection, wait_until_healthy
 
 HEALTH_TIMEOUT_S = 60.0
+ROLES = ("main", "writer", "projector", "other")
+"""The server's processes, for its CPU: the event loop's (HTTP, verification), the log's
+writer, the projector, anything else it started."""
 
 
 def _arguments() -> argparse.Namespace:
@@ -74,17 +77,32 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _process_cpu(pid: int | None) -> tuple[float, float]:
-    """CPU seconds used so far by process ``pid`` with its threads, and by its child processes
-    (our server's projector runs in one); NaN if unknown."""
+def _role(process: psutil.Process) -> str:
+    """Which part of our server a process of its family is, by its command line."""
+    command = " ".join(process.cmdline())
+    if "eventstore.writer_process" in command:
+        return "writer"
+    return "projector" if " project " in f"{command} " else "other"
+
+
+def _seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def _process_cpu(pid: int | None) -> dict[str, float]:
+    """CPU seconds used so far by process ``pid`` with its threads (``main``), and by each kind
+    of child process our server starts (:data:`ROLES`); NaN if unknown."""
+    if not pid:
+        return dict.fromkeys(ROLES, math.nan)
     try:
-        times = [process.cpu_times() for process in process_family(pid)] if pid else []
+        root, *children = process_family(pid)
+        cpu = dict.fromkeys(ROLES, 0.0) | {"main": _seconds(root)}
+        for child in children:
+            cpu[_role(child)] += _seconds(child)
     except psutil.Error:
-        times = []
-    if not times:
-        return math.nan, math.nan
-    own, *children = (t.user + t.system for t in times)
-    return float(own), float(sum(children))
+        return dict.fromkeys(ROLES, math.nan)
+    return cpu
 
 
 async def _load(port: int, requests: Iterator[bytes], args: argparse.Namespace) -> Tally:
@@ -149,9 +167,9 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     server_after = _process_cpu(args.server_pid)
     summary = _summary(tally, seconds)
     summary["loadgen_cpu"] = (_own_cpu() - cpu) / seconds
-    summary["server_cpu"] = (sum(server_after) - sum(server_cpu)) / seconds
-    summary["server_main_cpu"] = (server_after[0] - server_cpu[0]) / seconds
-    summary["server_children_cpu"] = (server_after[1] - server_cpu[1]) / seconds
+    summary["server_cpu"] = sum(server_after[r] - server_cpu[r] for r in ROLES) / seconds
+    for role in ROLES:
+        summary[f"server_{role}_cpu"] = (server_after[role] - server_cpu[role]) / seconds
     summary["build_s"] = build_s
     if args.feed_readers:
         summary["feed"] = {"readers": args.feed_readers, "requests": reads.requests,

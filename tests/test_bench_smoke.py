@@ -20,6 +20,7 @@ from bench.disk import log_usage, projections_usage
 from bench.genlog import _rows, ensure_log
 from bench.integrity import _copy_projections, _redaction_s
 from bench.lag import Sample, summarise
+from bench.loadgen import _process_cpu
 from bench.profiling import profile_rebuild
 from bench.servers import (
     PROJECT,
@@ -105,14 +106,18 @@ def test_the_load_generator_gets_only_2xx_from_a_baseline(tmp_path: Path) -> Non
 
 
 def test_the_load_generator_samples_our_projections_lag(tmp_path: Path) -> None:
-    """Against ``clerk-audit serve``: only 2xx, lag samples, and a measured catch-up."""
+    """Against ``clerk-audit serve``: only 2xx, lag samples, a measured catch-up, and the
+    server's CPU told apart by process (the writer and the projector are both children)."""
     pool, port, db_path = tmp_path / "pool.pickle", free_port(), tmp_path / "ours.db"
     write_pool(pool, 200)
     env = {"CLERK_WEBHOOK_SIGNING_SECRET": new_secret()}
-    with running(serve_command(port, db_path), env=env, log=tmp_path / "server.log"):
+    with running(serve_command(port, db_path), env=env, log=tmp_path / "server.log") as server:
         summary = _loadgen(
             port, pool, env, "--events", "200", "--sample-ms", "50", "--catch-up-timeout", "20"
         )
+        cpu = _process_cpu(server.pid)  # since each process started: never 0 for ours
+    assert cpu["main"] > 0 and cpu["writer"] > 0 and cpu["projector"] > 0
+    assert cpu["other"] == 0
     assert summary["stored"]
     assert summary["lag_samples"]
     assert summary["catch_up_s"] is not None

@@ -18,9 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 serve: $(STAMP)
 	$(BIN)/clerk-audit serve $(SERVE_ARGS)
 
-test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/mypy
+test: lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
